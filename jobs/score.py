@@ -1,0 +1,232 @@
+"""Bulk scoring: Ray Data streams an archive through OpenVINO INT8 actors into Parquet, exactly once.
+
+Recipe: plan (list shards, read what is already written) -> stream (read chunks -> decode tasks ->
+scorer actors -> chunk writer) -> collect (count rows from storage) -> commit (run manifest, last).
+Rerunning the same command resumes: finished chunks are skipped, a committed run does no work.
+
+    tilescope score --archive runs/demo/archive --model runs/demo/model --out runs/demo/scores
+    ray job submit --working-dir . -- python -m jobs.score --archive s3://b/nih --model s3://b/model \
+        --out s3://b/scores
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
+from jobs.score_stages import ProgressLine, count_results, decode_chunk, write_chunks
+from storage.archive_source import ArchiveChunks
+from storage.archives import list_shards
+from storage.artifacts import open_artifact
+from storage.fs import check_reachable, resolve
+from storage.metadata_files import load_metadata
+from storage.results import (
+    RESULTS_SCHEMA_VERSION, RUN_CLAIM, RUN_MANIFEST, model_dir_name, read_json, scan_progress, write_json,
+)
+from xray.decode import DEFAULT_MAX_PIXELS
+
+PRECISIONS = ("int8", "fp32")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    archive: str
+    """Archive URI: directory or s3:// prefix of tar/tar.gz shards or PNGs, or one shard."""
+    model: str
+    """Model artifact URI written by `tilescope quantize` (local or s3://)."""
+    out: str
+    """Results URI; rows go under <out>/<model>-<sha12>/ so several models sit side by side."""
+    metadata: str | None = None
+    """Data_Entry_2017.csv URI: gives the expected total for progress/ETA and counts images never found."""
+    run_id: str | None = None
+    """Run id stored in every row; default derives from archive + artifact, so a rerun resumes."""
+    precision: str = "int8"
+    """Which IR of the artifact to run: int8 or fp32."""
+    chunk_size: int = 64
+    """Images per chunk: the unit of decode tasks, scoring calls, output files and resume."""
+    actors: int = 1
+    """Maximum scorer actors (the pool autoscales from 1 up to this)."""
+    actor_cpus: float = 1.0
+    """CPUs Ray reserves per scorer actor; OpenVINO threads follow it."""
+    streams: int = 1
+    """OpenVINO streams (and async infer requests) per actor."""
+    infer_batch: int = 8
+    """Images per inference request."""
+    decode_cpus: float = 1.0
+    """CPUs Ray reserves per decode task."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Images above this many pixels become error rows (decompression bombs)."""
+    progress_every_s: float = 10.0
+    """Seconds between progress lines."""
+    s3_endpoint: str | None = None
+    """S3 endpoint for MinIO/Ceph/moto (e.g. http://127.0.0.1:9000); default from the environment."""
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    run_id: str
+    results_uri: str
+    rows: int
+    ok: int
+    errors: int
+    scored_now: int
+    seconds: float
+    images_per_s: float
+    already_complete: bool
+
+
+def validate(cfg: ScoreConfig) -> None:
+    problems = []
+    if cfg.precision not in PRECISIONS:
+        problems.append(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.chunk_size < 1:
+        problems.append("--chunk-size must be at least 1")
+    if cfg.actors < 1:
+        problems.append("--actors must be at least 1")
+    if cfg.actor_cpus <= 0 or cfg.decode_cpus <= 0:
+        problems.append("--actor-cpus and --decode-cpus must be positive")
+    if cfg.streams < 1 or cfg.infer_batch < 1:
+        problems.append("--streams and --infer-batch must be at least 1")
+    if cfg.max_pixels < 1:
+        problems.append("--max-pixels must be positive")
+    require_valid(problems)
+
+
+def default_run_id(archive: str, artifact_sha: str) -> str:
+    return f"score-{artifact_sha[:12]}-{hashlib.sha256(archive.encode()).hexdigest()[:8]}"
+
+
+def run(cfg: ScoreConfig) -> ScoreSummary:
+    import ray
+
+    validate(cfg)
+    t0 = time.perf_counter()
+    # Plan: everything that can fail on bad input fails here, before any remote work.
+    out_root = resolve(cfg.out, cfg.s3_endpoint)
+    check_reachable(out_root)
+    shards = list_shards(cfg.archive, cfg.s3_endpoint)
+    artifact = open_artifact(cfg.model, cfg.s3_endpoint)
+    if cfg.precision not in artifact.manifest.get("precisions", {}):
+        raise ValueError(f"--model {cfg.model}: artifact has no {cfg.precision} IR")
+    labels = list(artifact.manifest["labels"])
+    input_size = int(artifact.manifest["input"]["shape"][-1])
+    expected = None
+    if cfg.metadata:
+        expected = {e.image_index for e in load_metadata(cfg.metadata, cfg.s3_endpoint).entries}
+    out = out_root.join(model_dir_name(artifact.manifest["model"], artifact.sha256))
+    claim = read_json(out, RUN_CLAIM)
+    run_id = cfg.run_id or (claim or {}).get("run_id") or default_run_id(cfg.archive, artifact.sha256)
+    if claim is not None and claim["run_id"] != run_id:
+        raise ValueError(f"--run-id {run_id}: {out.uri} already holds run {claim['run_id']}; pass "
+                         f"--run-id {claim['run_id']} to resume it, or choose another --out")
+    committed = read_json(out, RUN_MANIFEST)
+    if committed is not None:
+        print(f"run {run_id} is already complete at {out.uri}: {committed['rows']} rows "
+              f"({committed['errors']} errors); nothing to do", flush=True)
+        return ScoreSummary(run_id, out.uri, committed["rows"], committed["ok"], committed["errors"], 0,
+                            time.perf_counter() - t0, 0.0, True)
+    if claim is None:
+        write_json(out, RUN_CLAIM, {"run_id": run_id, "config": _public_config(cfg),
+                                    "artifact_sha256": artifact.sha256, "started_unix": time.time()})
+    progress = scan_progress(out)
+    todo = [s for s in shards if s.name not in progress.complete]
+    print(f"run {run_id}: {len(shards)} shards ({len(shards) - len(todo)} already complete), "
+          f"model {artifact.manifest['model']} {cfg.precision} sha256 {artifact.sha256[:12]}, out {out.uri}",
+          flush=True)
+
+    # Stream.
+    scored_now = 0
+    if todo:
+        connect_ray()
+        scored_now = _stream(cfg, todo, progress.chunks, out.uri, artifact, run_id, input_size, labels,
+                             expected_total=len(expected) if expected else None)
+
+    # Collect and commit.
+    counts = count_results(out)
+    seconds = time.perf_counter() - t0
+    rate = scored_now / seconds if seconds > 0 else 0.0
+    manifest = {
+        "results_schema_version": RESULTS_SCHEMA_VERSION,
+        "run_id": run_id,
+        "rows": counts.rows, "ok": counts.ok, "errors": counts.errors, "files": counts.files,
+        "error_reasons": counts.top_errors,
+        "missing_from_archive": (len(expected - counts.image_ids) if expected is not None else None),
+        "scored_this_attempt": scored_now, "seconds_this_attempt": seconds, "images_per_s": rate,
+        "model": artifact.manifest["model"], "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
+        "precision": cfg.precision, "labels": labels, "shards": [s.name for s in shards],
+        "config": _public_config(cfg), "versions": _versions(ray.__version__),
+    }
+    write_json(out, RUN_MANIFEST, manifest)
+    print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors; "
+          f"{scored_now} scored now in {seconds:.1f}s ({rate:.1f} images/s) -> {out.uri}", flush=True)
+    return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False)
+
+
+def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id: str, input_size: int,
+            labels: list[str], expected_total: int | None) -> int:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from actors.scorer import Int8Scorer
+
+    ctx = DataContext.get_current()
+    # Ray's per-operator progress bars are noise in `ray job logs`; ProgressLine prints one line instead.
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    source = ArchiveChunks(todo, cfg.chunk_size, done_chunks, cfg.s3_endpoint)
+    # One block per chunk: override_num_blocks = number of read tasks stops Ray Data from splitting read
+    # outputs to reach its minimum block count (a split chunk could not be written whole).
+    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0.25)
+    ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
+                        num_cpus=cfg.decode_cpus)
+    ds = ds.map_batches(
+        Int8Scorer,
+        fn_constructor_kwargs={"artifact_uri": artifact.uri, "precision": cfg.precision,
+                               "threads": max(1, round(cfg.actor_cpus)), "streams": cfg.streams,
+                               "infer_batch": cfg.infer_batch, "endpoint": cfg.s3_endpoint},
+        compute=ActorPoolStrategy(min_size=1, max_size=cfg.actors),
+        num_cpus=cfg.actor_cpus,
+        # A killed actor is restarted and its in-flight chunk retried: the chunk file name is fixed,
+        # so a retry overwrites and never duplicates.
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    writer_args = {"out_uri": out_uri, "endpoint": cfg.s3_endpoint, "labels": labels,
+                   "model": artifact.manifest["model"], "artifact_sha256": artifact.sha256,
+                   "precision": cfg.precision, "run_id": run_id}
+    ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0.1)
+    line = ProgressLine(expected_total, cfg.progress_every_s)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
+    line.finish()
+    return line.done
+
+
+def _public_config(cfg: ScoreConfig) -> dict:
+    """The config as recorded in outputs: URIs and knobs only; credentials never enter a config."""
+    return asdict(cfg)
+
+
+def _versions(ray_version: str) -> dict:
+    import openvino
+    import pyarrow
+
+    return {"ray": ray_version, "openvino": openvino.__version__, "pyarrow": pyarrow.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = parser_for(ScoreConfig, "tilescope score", __doc__.splitlines()[0])
+    cfg = config_from_args(ScoreConfig, parser.parse_args(argv))
+    try:
+        run(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"tilescope score: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

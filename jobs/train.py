@@ -1,0 +1,199 @@
+"""Train one whole-image model on an archive's train split (the 1x1 case of the tile grid).
+
+Class-weighted BCE, validation split by patient out of train_val_list.txt, per-label AUROC every epoch,
+and a final AUROC on test_list.txt. Writes a checkpoint artifact (model.pt + manifest) that
+`tilescope quantize` turns into OpenVINO FP32/INT8.
+
+    tilescope train --archive runs/synth --out runs/ckpt --model dwsep_cnn --input-size 128
+    ray job submit --working-dir . -- python -m jobs.train --archive s3://bucket/nih --out s3://bucket/ckpt
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from jobs.cli import config_from_args, parser_for, require_valid
+from storage.artifacts import write_artifact
+from storage.fs import check_reachable, exists, resolve
+from storage.image_sets import load_image_set
+from storage.metadata_files import ArchiveMetadata, default_metadata_uri, load_metadata
+from xray.labels import LABELS
+from xray.metadata import patient_split
+from xray.metrics import mean_auroc, per_label_auroc
+from xray.models import BACKBONES, ModelSpec, build_model, load_state
+from xray.precision import Precision, choose_math_path
+from xray.training import EpochResult, fit, predict_probs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    archive: str
+    """Archive URI: directory or s3:// prefix of tar.gz shards or PNGs."""
+    out: str
+    """Checkpoint artifact URI to create (local path or s3://); must not exist yet."""
+    metadata: str | None = None
+    """Data_Entry_2017.csv URI; default: beside the shards. Split lists are read from beside it."""
+    model: str = "densenet121"
+    """Backbone from the registry: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
+    input_size: int = 224
+    """Square model input in pixels."""
+    epochs: int = 5
+    """Training epochs."""
+    batch_size: int = 32
+    """Images per optimiser step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    val_fraction: float = 0.15
+    """Share of train_val patients held out for validation."""
+    seed: int = 0
+    """Seed for the patient split, shuffling and initialisation."""
+    precision: str = "auto"
+    """auto (bf16 on AMX CPUs, else fp32), bf16 or fp32."""
+    threads: int = 0
+    """torch threads; 0 = all cores of this process."""
+    init_weights: str | None = None
+    """Optional state_dict file (local or s3://) to start from, loaded with weights_only=True."""
+    imagenet_backbone: bool = False
+    """Start from ImageNet weights found in torchvision's local cache (never downloaded)."""
+    s3_endpoint: str | None = None
+    """S3 endpoint for MinIO/Ceph/moto (e.g. http://127.0.0.1:9000); default from the environment."""
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    out: str
+    sha256: str
+    math_path: str
+    history: tuple[EpochResult, ...]
+    test_auroc: tuple[float, ...]
+    test_mean_auroc: float
+    n_train: int
+    n_val: int
+    n_test: int
+    seconds: float
+
+
+def validate(cfg: TrainConfig) -> None:
+    problems = []
+    if cfg.model not in BACKBONES:
+        problems.append(f"--model {cfg.model!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
+    if cfg.input_size < 32:
+        problems.append(f"--input-size {cfg.input_size} is below 32 pixels")
+    if cfg.epochs < 1:
+        problems.append("--epochs must be at least 1")
+    if cfg.batch_size < 2:
+        problems.append("--batch-size must be at least 2 (BatchNorm)")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        problems.append("--val-fraction must be in (0, 1)")
+    if cfg.precision not in {p.value for p in Precision}:
+        problems.append(f"--precision {cfg.precision!r} is not one of auto, bf16, fp32")
+    require_valid(problems)
+
+
+def split_ids(meta: ArchiveMetadata, val_fraction: float, seed: int) -> tuple[set[str], set[str], set[str]]:
+    """(train, val, test) image ids: test from test_list.txt, val = held-out train_val patients.
+
+    Without split lists, test is carved out of all patients the same way as validation.
+    """
+    entries = list(meta.entries)
+    if meta.test is not None:
+        test = set(meta.test)
+    else:
+        _, test_patients = patient_split(entries, val_fraction, seed + 1)
+        tp = set(test_patients)
+        test = {e.image_index for e in entries if e.patient_id in tp}
+    pool = [e for e in entries if e.image_index not in test]
+    if meta.train_val is not None:
+        allowed = set(meta.train_val)
+        pool = [e for e in pool if e.image_index in allowed]
+    _, val_patients = patient_split(pool, val_fraction, seed)
+    vp = set(val_patients)
+    val = {e.image_index for e in pool if e.patient_id in vp}
+    train = {e.image_index for e in pool} - val
+    return train, val, test
+
+
+def labels_for(ids: tuple[str, ...], meta: ArchiveMetadata) -> np.ndarray:
+    by_id = {e.image_index: e.labels for e in meta.entries}
+    return np.array([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), len(LABELS))
+
+
+def run(cfg: TrainConfig) -> TrainSummary:
+    validate(cfg)
+    t0 = time.perf_counter()
+    out_loc = resolve(cfg.out, cfg.s3_endpoint)
+    check_reachable(out_loc)
+    if exists(out_loc.join("manifest.json")):
+        raise FileExistsError(f"--out {cfg.out}: a checkpoint already exists there; choose a new --out")
+    meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    path = choose_math_path(cfg.precision)
+    spec = ModelSpec(cfg.model, LABELS, cfg.input_size)
+    model = build_model(spec, imagenet_backbone=cfg.imagenet_backbone)
+    if cfg.init_weights:
+        from storage.fs import read_bytes
+
+        load_state(model, read_bytes(resolve(cfg.init_weights, cfg.s3_endpoint)), cfg.init_weights)
+
+    train_ids, val_ids, test_ids = split_ids(meta, cfg.val_fraction, cfg.seed)
+    images = load_image_set(cfg.archive, train_ids | val_ids | test_ids, cfg.input_size, cfg.s3_endpoint)
+    index = {i: k for k, i in enumerate(images.ids)}
+
+    def subset(ids: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        chosen = tuple(i for i in images.ids if i in ids)
+        return images.pixels[[index[i] for i in chosen]], labels_for(chosen, meta)
+
+    train, val, test = subset(train_ids), subset(val_ids), subset(test_ids)
+    if len(train[0]) < 2:
+        raise ValueError(f"--archive {cfg.archive}: only {len(train[0])} decodable training images found")
+    print(f"train: {len(train[0])} images, val: {len(val[0])}, test: {len(test[0])}, "
+          f"skipped {len(images.errors)} unreadable; math path: {path.describe()}", flush=True)
+
+    def report(r: EpochResult, *_: object) -> None:
+        print(f"epoch {r.epoch + 1}/{cfg.epochs} loss {r.loss:.4f} val mean AUROC {r.val_mean_auroc:.4f} "
+              f"{r.images_per_s:.1f} img/s", flush=True)
+
+    history = fit(model, train, val, cfg.epochs, cfg.batch_size, cfg.lr, path, cfg.seed, on_epoch=report)
+    test_auroc = per_label_auroc(test[1], predict_probs(model, test[0], cfg.batch_size, path))
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    manifest = {
+        "kind": "checkpoint",
+        "model": asdict(spec),
+        "config": asdict(cfg),
+        "math_path": path.describe(),
+        "history": [asdict(r) for r in history],
+        "test_auroc": test_auroc,
+        "test_mean_auroc": mean_auroc(test_auroc),
+        "versions": {"torch": torch.__version__},
+    }
+    sha = write_artifact(cfg.out, {"model.pt": buf.getvalue()}, json.loads(json.dumps(manifest)),
+                         cfg.s3_endpoint)
+    summary = TrainSummary(cfg.out, sha, path.describe(), tuple(history), tuple(test_auroc),
+                           mean_auroc(test_auroc), len(train[0]), len(val[0]), len(test[0]),
+                           time.perf_counter() - t0)
+    print(f"checkpoint {cfg.out} (sha256 {sha[:12]}), test mean AUROC {summary.test_mean_auroc:.4f}", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = parser_for(TrainConfig, "tilescope train", __doc__.splitlines()[0])
+    cfg = config_from_args(TrainConfig, parser.parse_args(argv))
+    try:
+        run(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"tilescope train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

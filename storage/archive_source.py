@@ -1,0 +1,94 @@
+"""A Ray Data datasource that streams archive shards as chunks of raw image bytes.
+
+A gzip tar cannot be split, so each shard is one read task; but a read task only inflates and slices
+(cheap), yielding one block per chunk of `chunk_size` members. Decoding (the expensive part) happens in
+separate map tasks, so 12 big shards still keep every core of a large cluster busy.
+
+Chunks are the unit of exactly-once output: chunk k of a shard always holds the same members (archive
+order), its Parquet file has a deterministic name, and chunks already written are skipped on resume
+(their members are still inflated past, but not sent or decoded).
+
+Block contract (one block == one chunk), columns:
+  image_id str, source str, shard str, chunk int64, last bool (chunk is the shard's last),
+  rows int64 (members in this chunk, so a writer can check it holds the whole chunk),
+  data binary (null on error), error str (null unless the member is unusable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from storage.archives import Member, Shard, iter_members
+
+CHUNK_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("source", pa.string()),
+    ("shard", pa.string()),
+    ("chunk", pa.int64()),
+    ("last", pa.bool_()),
+    ("rows", pa.int64()),
+    ("data", pa.binary()),
+    ("error", pa.string()),
+])
+
+
+def _chunk_table(shard: Shard, k: int, members: list[Member], last: bool) -> pa.Table:
+    n = len(members)
+    return pa.table({
+        "image_id": [m.image_id for m in members],
+        "source": [m.source for m in members],
+        "shard": [shard.name] * n,
+        "chunk": [k] * n,
+        "last": [last] * n,
+        "rows": [n] * n,
+        "data": [m.data for m in members],
+        "error": [m.error for m in members],
+    }, schema=CHUNK_SCHEMA)
+
+
+def iter_chunks(shard: Shard, chunk_size: int, done: frozenset[int], endpoint: str | None) -> Iterator[pa.Table]:
+    """Yield the chunks of one shard not in done. The last chunk is flagged; an empty shard yields one
+    error row naming it, so that it is accounted for and its completion recorded."""
+    pending: list[Member] = []
+    k = 0
+    for member in iter_members(shard, endpoint):
+        if len(pending) == chunk_size:
+            if k not in done:
+                yield _chunk_table(shard, k, pending, last=False)
+            pending, k = [], k + 1
+        pending.append(member)
+    if k == 0 and not pending:
+        pending.append(Member(shard.name, shard.name, None, f"shard {shard.name} holds no members"))
+    if k not in done:
+        yield _chunk_table(shard, k, pending, last=True)
+
+
+class ArchiveChunks(Datasource):
+    """One read task per shard that still has chunks to score."""
+
+    def __init__(self, shards: list[Shard], chunk_size: int, done: dict[str, frozenset[int]],
+                 endpoint: str | None) -> None:
+        super().__init__()
+        self._shards = shards
+        self._chunk_size = chunk_size
+        self._done = done
+        self._endpoint = endpoint
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, **_: object) -> list[ReadTask]:
+        tasks = []
+        for shard in self._shards:
+            done = self._done.get(shard.name, frozenset())
+
+            def read(shard: Shard = shard, done: frozenset[int] = done) -> Iterator[pa.Table]:
+                yield from iter_chunks(shard, self._chunk_size, done, self._endpoint)
+
+            meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(shard.uri,))
+            tasks.append(ReadTask(read, meta, schema=CHUNK_SCHEMA))
+        return tasks

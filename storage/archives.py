@@ -1,0 +1,147 @@
+"""Image archives as NIH publishes them: tar / tar.gz shards, or a directory (or S3 prefix) of images.
+
+Shards are streamed (tarfile's 'r|*' stream mode over a pyarrow input stream): nothing from an archive is
+ever extracted to disk, and a member is read into memory only when it is yielded. Every member is
+accounted for: an unsafe path, a non-regular member or a shard cut off mid-gzip each yields a Member whose
+`error` says why, and the caller turns it into an error row.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from storage.fs import Location, StorageError, list_files, resolve, uri_of
+
+SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# A 1024x1024 8-bit PNG is ~0.5-1 MB; 256 MB is far above any real radiograph and bounds memory per member.
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+# Loose image files are grouped into pseudo-shards so that listing a million files gives few read tasks.
+FILES_PER_GROUP = 512
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of reading: a tar(.gz) file, or a group of loose image files."""
+
+    name: str
+    uri: str
+    kind: str  # "tar", "tar.gz" or "files"
+    files: tuple[str, ...] = ()  # URIs, for kind == "files"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One input image: its id (file name as in Data_Entry_2017.csv), where it came from, bytes or error."""
+
+    image_id: str
+    source: str
+    data: bytes | None
+    error: str | None = None
+
+
+def _shard_kind(name: str) -> str | None:
+    if name.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if name.endswith(".tar"):
+        return "tar"
+    return None
+
+
+def list_shards(uri: str, endpoint: str | None = None) -> list[Shard]:
+    """The shards of an archive URI, sorted by name. Raises StorageError when there is nothing to read."""
+    loc = resolve(uri, endpoint)
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{uri}: archive not found")
+    if info.type == pafs.FileType.File:
+        kind = _shard_kind(loc.path)
+        if kind is None:
+            raise StorageError(f"{uri}: not a tar or tar.gz shard (expected one of {SHARD_SUFFIXES})")
+        return [Shard(posixpath.basename(loc.path), loc.uri, kind)]
+    paths = list_files(loc)
+    shards = [
+        Shard(posixpath.basename(p), uri_of(loc, p), kind)
+        for p in paths
+        if (kind := _shard_kind(p)) is not None
+    ]
+    images = [uri_of(loc, p) for p in paths if p.lower().endswith(IMAGE_SUFFIXES)]
+    for g in range(0, len(images), FILES_PER_GROUP):
+        group = tuple(images[g : g + FILES_PER_GROUP])
+        shards.append(Shard(f"files-{g // FILES_PER_GROUP:05d}", loc.uri, "files", group))
+    if not shards:
+        raise StorageError(f"{uri}: no tar/tar.gz shards or .png/.jpg images found")
+    return shards
+
+
+def unsafe_member_reason(name: str) -> str | None:
+    """Why a tar member path must not be trusted, or None. Absolute paths and '..' parts are refused."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return f"unsafe member path {name!r} (absolute)"
+    if ".." in name.replace("\\", "/").split("/"):
+        return f"unsafe member path {name!r} (contains '..')"
+    return None
+
+
+def _iter_tar(shard: Shard, endpoint: str | None) -> Iterator[Member]:
+    loc = resolve(shard.uri, endpoint)
+    mode = "r|gz" if shard.kind == "tar.gz" else "r|"
+    count = 0
+    try:
+        with loc.fs.open_input_stream(loc.path, compression=None) as raw, tarfile.open(fileobj=raw, mode=mode) as tar:
+            for info in tar:
+                if info.isdir():
+                    continue
+                image_id = posixpath.basename(info.name.rstrip("/"))
+                source = f"{shard.name}:{info.name}"
+                count += 1
+                reason = unsafe_member_reason(info.name)
+                if reason is None and not info.isfile():
+                    reason = f"member is not a regular file (tar type {info.type!r})"
+                if reason is None and info.size > MAX_MEMBER_BYTES:
+                    reason = f"member is {info.size} bytes, above the {MAX_MEMBER_BYTES} byte limit"
+                if reason is not None:
+                    yield Member(image_id, source, None, reason)
+                    continue
+                f = tar.extractfile(info)
+                data = f.read() if f is not None else b""
+                yield Member(image_id, source, data)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{shard.uri}: shard not found") from exc
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        yield Member(
+            shard.name,
+            shard.name,
+            None,
+            f"shard {shard.name} unreadable after {count} members: {type(exc).__name__}: {exc}",
+        )
+
+
+def _iter_files(shard: Shard, endpoint: str | None) -> Iterator[Member]:
+    for uri in shard.files:
+        loc = resolve(uri, endpoint)
+        image_id = posixpath.basename(loc.path)
+        try:
+            with loc.fs.open_input_stream(loc.path, compression=None) as f:
+                data = f.read()
+        except OSError as exc:
+            yield Member(image_id, loc.path, None, f"cannot read: {exc}")
+            continue
+        yield Member(image_id, loc.path, data)
+
+
+def iter_members(shard: Shard, endpoint: str | None = None) -> Iterator[Member]:
+    """Stream the members of one shard in archive order."""
+    if shard.kind == "files":
+        return _iter_files(shard, endpoint)
+    return _iter_tar(shard, endpoint)
+
+
+def location_of(shard: Shard, endpoint: str | None = None) -> Location:
+    return resolve(shard.uri, endpoint)

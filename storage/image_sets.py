@@ -1,0 +1,44 @@
+"""Decode the images of an archive that a training or calibration run needs, into one in-memory array.
+
+Each image is decoded once, straight from the streamed shard, at the size the model wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage.archives import iter_members, list_shards
+from xray.decode import DecodeError, decode_resized
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Decoded images in a fixed order: ids (N,), pixels (N, 1, S, S) uint8, and the ones that failed."""
+
+    ids: tuple[str, ...]
+    pixels: np.ndarray
+    errors: tuple[tuple[str, str], ...]
+
+
+def load_image_set(
+    archive: str, wanted: set[str] | None, size: int, endpoint: str | None = None
+) -> ImageSet:
+    """Images whose id is in wanted (all when None), sorted by id so the order is deterministic."""
+    found: dict[str, np.ndarray] = {}
+    errors: list[tuple[str, str]] = []
+    for shard in list_shards(archive, endpoint):
+        for member in iter_members(shard, endpoint):
+            if wanted is not None and member.image_id not in wanted:
+                continue
+            if member.error is not None or member.data is None:
+                errors.append((member.image_id, member.error or "no data"))
+                continue
+            try:
+                found[member.image_id] = decode_resized(member.data, size)
+            except DecodeError as exc:
+                errors.append((member.image_id, str(exc)))
+    ids = tuple(sorted(found))
+    pixels = np.stack([found[i] for i in ids])[:, None] if ids else np.zeros((0, 1, size, size), np.uint8)
+    return ImageSet(ids=ids, pixels=pixels, errors=tuple(errors))
