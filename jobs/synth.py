@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from jobs.cli import config_from_args, parser_for, require_valid
 from storage.fs import StorageError, check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
-from xray.synth import MIN_SIZE, CaseRecord, CsvStyle, encode_png, render_bbox_csv, render_data_entry_csv, \
-    render_split_lists, synth_case
+from xray.synth import (
+    MIN_SIZE,
+    CaseRecord,
+    CsvStyle,
+    encode_png,
+    render_bbox_csv,
+    render_data_entry_csv,
+    render_split_lists,
+    synth_case,
+)
 
 MAX_SIZE = 4096
 MAX_SHARDS = 999  # shard names carry three digits, like NIH's images_001..images_012
@@ -59,6 +67,8 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynthSummary:
+    """What run() wrote; main() prints it as one line."""
+
     out: str
     n_images: int
     n_patients: int
@@ -88,8 +98,8 @@ def validate(cfg: SynthConfig) -> None:
         estimate = per_shard * cfg.size * cfg.size * PNG_BYTES_PER_PIXEL
         if estimate > MAX_SHARD_BYTES:
             needed = -(-int(cfg.n_images * cfg.size * cfg.size * PNG_BYTES_PER_PIXEL) // MAX_SHARD_BYTES)
-            problems.append(f"--shards {cfg.shards}: ~{estimate / 2**30:.1f} GiB per shard is held in memory; "
-                            f"use --shards {needed} or more")
+            problems.append(f"--shards {cfg.shards}: ~{estimate / 2**30:.1f} GiB per shard is held in "
+                            f"memory; use --shards {needed} or more")
     if cfg.seed < 0:
         problems.append(f"--seed must be non-negative, got {cfg.seed}")
     if not 0.0 < cfg.test_fraction < 1.0:
@@ -131,8 +141,8 @@ def _check_no_stale_shards(out_uri: str, planned: Sequence[str], endpoint: str |
     stale = sorted(name for name in (p.rsplit("/", 1)[-1] for p in list_files(loc, recursive=False))
                    if _SHARD_NAME.match(name) and name not in planned)
     if stale:
-        raise ValueError(f"--out {out_uri} already holds {', '.join(stale[:5])} from an earlier run with more "
-                         "shards; write to an empty --out or delete those files")
+        raise ValueError(f"--out {out_uri} already holds {', '.join(stale[:5])} from an earlier run with "
+                         "more shards; write to an empty --out or delete those files")
 
 
 def run(cfg: SynthConfig) -> SynthSummary:
@@ -176,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, StorageError) as exc:
         print(f"tilescope synth: error: {exc}", file=sys.stderr)
         return 2
-    print(f"synth: {s.n_images} images of {s.n_patients} patients ({s.n_train_val} train_val, {s.n_test} test), "
-          f"{s.n_bboxes} boxes, {len(s.shards)} shards, {s.bytes_written / 2**20:.1f} MiB to {s.out} "
-          f"in {s.seconds:.1f}s")
+    print(f"synth: {s.n_images} images of {s.n_patients} patients ({s.n_train_val} train_val, "
+          f"{s.n_test} test), {s.n_bboxes} boxes, {len(s.shards)} shards, "
+          f"{s.bytes_written / 2**20:.1f} MiB to {s.out} in {s.seconds:.1f}s")
     return 0
 
 

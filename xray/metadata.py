@@ -123,19 +123,19 @@ def parse_age(value: str) -> int:
     if text[-1:] in _AGE_UNIT_YEARS:
         unit = _AGE_UNIT_YEARS[text[-1]]
         text = text[:-1]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"patient age {value!r} is neither an integer nor a DICOM age like '058Y'")
     return int(math.floor(int(text) * unit + 1e-9))
 
 
-def _check_header(fields: list[str], expected: tuple[str, ...], source: str,
+def _check_header(line: int, fields: list[str], expected: tuple[str, ...], source: str,
                   aliases: dict[str, str] | None = None) -> None:
     names = [f.strip() for f in fields]
     while names and not names[-1]:
         names.pop()
     names = [(aliases or {}).get(n, n) for n in names]
     if tuple(names) != expected:
-        raise ValueError(f"{source}: line 1: unexpected header {','.join(fields)!r}; "
+        raise ValueError(f"{source}: line {line}: unexpected header {','.join(fields)!r}; "
                          f"expected {','.join(expected)!r} (optionally with trailing commas)")
 
 
@@ -230,7 +230,7 @@ def parse_data_entry(data: str | bytes, source: str = "Data_Entry_2017.csv") -> 
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: empty file; expected the header {','.join(DATA_ENTRY_HEADER)!r}")
-    _check_header(first[1], DATA_ENTRY_HEADER, source, _HEADER_ALIASES)
+    _check_header(*first, DATA_ENTRY_HEADER, source, _HEADER_ALIASES)
     problems = _Problems(source)
     entries: list[DataEntry] = []
     seen: dict[str, int] = {}
@@ -314,7 +314,7 @@ def parse_bbox_list(data: str | bytes, source: str = "BBox_List_2017.csv") -> li
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: empty file; expected the header {','.join(BBOX_HEADER)!r}")
-    _check_header(first[1], BBOX_HEADER, source)
+    _check_header(*first, BBOX_HEADER, source)
     problems = _Problems(source)
     boxes: list[BBox] = []
     width = len(BBOX_HEADER)

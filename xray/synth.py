@@ -15,12 +15,13 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import partial
 
 import numpy as np
 from PIL import Image
 
 from xray.labels import LABELS, NO_FINDING
-from xray.metadata import BBOX_HEADER, DATA_ENTRY_HEADER, split_patients
+from xray.metadata import DATA_ENTRY_HEADER, split_patients
 
 P_NO_FINDING = 0.40
 # P(1..4 findings | abnormal): mean 2.3 findings over 14 labels -> each label in ~10% of images.
@@ -185,14 +186,6 @@ def _lung_point(rng: np.random.Generator, a: _Anatomy, side: int, y_lo: float = 
             return a.lung_cy + v * a.lung_ry, a.lung_cx[side] + u * a.lung_rx
 
 
-def _mask_box(g: _Grid, mask: np.ndarray) -> Box:
-    """The box around the pixels where mask > 0.02, in fractions of the side."""
-    rows, cols = np.nonzero(np.any(mask > 0.02, axis=1))[0], np.nonzero(np.any(mask > 0.02, axis=0))[0]
-    if rows.size == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    return cols[0] / g.r, rows[0] / g.r, (cols[-1] + 1) / g.r, (rows[-1] + 1) / g.r
-
-
 def _box(cy: float, cx: float, ry: float, rx: float) -> Box:
     return cx - rx, cy - ry, cx + rx, cy + ry
 
@@ -242,22 +235,15 @@ def _paint_effusion(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Gener
     return min(lateral, medial), bottom - depth, max(lateral, medial), bottom
 
 
-def _patch(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator, cells: int, gain: float,
+def _patch(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator, *, grain: int, gain: float,
            threshold: float, size: tuple[float, float]) -> Box:
+    """Infiltration (fine grain) and pneumonia (coarse, confluent): a hazy region with noisy blotches."""
     cy, cx = _lung_point(rng, a, int(rng.integers(2)))
     ry, rx = rng.uniform(*size), rng.uniform(*size) * 0.8
     region = _ellipse(g, cy, cx, ry, rx, edge=0.5)
-    blotches = _smoothstep((_smooth_noise(rng, g.r, cells) - threshold) / 0.25)
+    blotches = _smoothstep((_smooth_noise(rng, g.r, max(3, g.r // grain)) - threshold) / 0.25)
     img += gain * region * (0.35 + 0.65 * blotches)  # a faint core even where the noise is low
     return _box(cy, cx, ry, rx)
-
-
-def _paint_infiltration(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
-    return _patch(img, g, a, rng, cells=max(4, g.r // 10), gain=0.28, threshold=0.3, size=(0.08, 0.12))
-
-
-def _paint_pneumonia(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
-    return _patch(img, g, a, rng, cells=max(3, g.r // 40), gain=0.3, threshold=0.1, size=(0.07, 0.1))
 
 
 def _paint_consolidation(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
@@ -272,8 +258,7 @@ def _paint_consolidation(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.
 def _paint_pneumothorax(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     side = int(rng.integers(2))
     outward = 1.0 if side else -1.0
-    width, top = rng.uniform(0.03, 0.05), a.lung_cy - a.lung_ry
-    height = a.lung_ry * rng.uniform(0.5, 0.75)
+    width, top, height = rng.uniform(0.03, 0.05), a.lung_cy - a.lung_ry, a.lung_ry * rng.uniform(0.45, 0.65)
     v = np.clip((g.y - a.lung_cy) / a.lung_ry, -1.0, 1.0)
     edge_x = a.lung_cx[side] + outward * a.lung_rx * np.sqrt(1.0 - v * v)  # lateral lung contour
     t = np.clip((g.y - top) / height, 0.0, 1.0)
@@ -284,7 +269,10 @@ def _paint_pneumothorax(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.G
     _lerp(img, 0.1, region)  # air only: no lung markings
     pleura = _smoothstep((0.004 - np.abs(g.x - line_x)) / 0.003) * above * lung
     img += 0.25 * pleura
-    return _mask_box(g, np.maximum(region, pleura))
+    v_low = height / a.lung_ry - 1.0  # the lung contour is widest at the region's lower end
+    x_wall = a.lung_cx[side] + outward * a.lung_rx * float(np.sqrt(1.0 - v_low * v_low))
+    x0, x1 = sorted((a.lung_cx[side] - outward * (width + 0.005), x_wall))
+    return x0, top, x1, top + height
 
 
 def _paint_edema(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
@@ -310,10 +298,9 @@ def _paint_fibrosis(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Gener
     period = rng.uniform(45.0, 60.0)
     mesh = np.maximum(_triangle(period * g.x), _triangle(period * (g.y + 0.3 * g.x)))
     reticular = _smoothstep((mesh - 0.8) / 0.15)
-    y0 = a.lung_cy + 0.1 * a.lung_ry
-    lower = _smoothstep((g.y - y0) / 0.05)
+    y0 = a.lung_cy + 0.1 * a.lung_ry  # lower zones only
     lungs = np.maximum(_lung_mask(g, a, 0), _lung_mask(g, a, 1))
-    img += 0.14 * reticular * lungs * lower
+    img += 0.14 * reticular * _smoothstep((g.y - y0) / 0.05) * lungs
     return a.lung_cx[0] - a.lung_rx, y0, a.lung_cx[1] + a.lung_rx, a.lung_cy + a.lung_ry
 
 
@@ -341,10 +328,12 @@ def _paint_hernia(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generat
 Painter = Callable[[np.ndarray, _Grid, _Anatomy, np.random.Generator], Box]
 PAINTERS: dict[str, Painter] = {
     "Atelectasis": _paint_atelectasis, "Cardiomegaly": _paint_cardiomegaly, "Effusion": _paint_effusion,
-    "Infiltration": _paint_infiltration, "Mass": _paint_mass, "Nodule": _paint_nodule,
-    "Pneumonia": _paint_pneumonia, "Pneumothorax": _paint_pneumothorax,
-    "Consolidation": _paint_consolidation, "Edema": _paint_edema, "Emphysema": _paint_emphysema,
-    "Fibrosis": _paint_fibrosis, "Pleural_Thickening": _paint_pleural_thickening, "Hernia": _paint_hernia,
+    "Infiltration": partial(_patch, grain=10, gain=0.28, threshold=0.3, size=(0.08, 0.12)),
+    "Mass": _paint_mass, "Nodule": _paint_nodule,
+    "Pneumonia": partial(_patch, grain=40, gain=0.3, threshold=0.1, size=(0.07, 0.1)),
+    "Pneumothorax": _paint_pneumothorax, "Consolidation": _paint_consolidation, "Edema": _paint_edema,
+    "Emphysema": _paint_emphysema, "Fibrosis": _paint_fibrosis,
+    "Pleural_Thickening": _paint_pleural_thickening, "Hernia": _paint_hernia,
 }
 
 
@@ -369,7 +358,7 @@ def synth_case(index: int, seed: int, size: int) -> SynthCase:
     for label in findings:  # each finding draws from its own stream: adding one moves no other
         label_rng = np.random.default_rng([seed, 4, index, LABELS.index(label)])
         x0, y0, x1, y1 = PAINTERS[label](img, grid, anatomy, label_rng)
-        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) * size for v in (x0, y0, x1, y1))
+        x0, y0, x1, y1 = (float(min(max(v, 0.0), 1.0)) * size for v in (x0, y0, x1, y1))
         boxes.append((label, round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)))
     if r != size:
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
@@ -411,8 +400,7 @@ def render_split_lists(cases: Sequence[CaseRecord], test_fraction: float, seed: 
 
 def render_bbox_csv(cases: Sequence[CaseRecord]) -> str:
     """BBox_List_2017.csv text: boxes of the 8 annotated labels only, grouped by label like the real file."""
-    header = ",".join(BBOX_HEADER[:2]) + ",Bbox [x,y,w,h],,,"
-    rows = [header]
+    rows = ["Image Index,Finding Label,Bbox [x,y,w,h],,,"]  # BBOX_HEADER as the real file spells it
     for label in BBOX_LABELS:
         name = _BBOX_SPELLING.get(label, label)
         for c in cases:

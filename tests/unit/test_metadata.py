@@ -59,19 +59,24 @@ def _wheel_path() -> Path:
     pytest.skip(message + "; offline? (under CI=true this is a failure)")
 
 
-def _member_text(name: str) -> bytes:
-    with zipfile.ZipFile(_wheel_path()) as wheel:
-        return gzip.decompress(wheel.read(name))
+def _member(wheel: Path, name: str) -> bytes:
+    with zipfile.ZipFile(wheel) as archive:
+        return gzip.decompress(archive.read(name))
 
 
 @pytest.fixture(scope="module")
-def real_entries() -> list[DataEntry]:
-    return parse_data_entry(_member_text(DATA_ENTRY_MEMBER), source=DATA_ENTRY_MEMBER)
+def nih_wheel() -> Path:
+    return _wheel_path()
 
 
 @pytest.fixture(scope="module")
-def real_boxes() -> list[BBox]:
-    return parse_bbox_list(_member_text(BBOX_MEMBER), source=BBOX_MEMBER)
+def real_entries(nih_wheel: Path) -> list[DataEntry]:
+    return parse_data_entry(_member(nih_wheel, DATA_ENTRY_MEMBER), source=DATA_ENTRY_MEMBER)
+
+
+@pytest.fixture(scope="module")
+def real_boxes(nih_wheel: Path) -> list[BBox]:
+    return parse_bbox_list(_member(nih_wheel, BBOX_MEMBER), source=BBOX_MEMBER)
 
 
 # --- the real 2020 revision of Data_Entry_2017.csv --------------------------------------------------------
