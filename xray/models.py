@@ -95,7 +95,7 @@ def _separable(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 def _dwsep_cnn(num_labels: int) -> tuple[nn.Module, str | None]:
-    """A small depthwise-separable CNN (~60k parameters): fast enough for tests and per-tile models."""
+    """A small depthwise-separable CNN (~26k parameters): fast enough for tests and per-tile models."""
     net = nn.Sequential(
         nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(16),
