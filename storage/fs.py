@@ -135,7 +135,7 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
     """
     try:
         if loc.is_s3:
-            with loc.fs.open_output_stream(loc.path) as f:
+            with loc.fs.open_output_stream(loc.path, compression=None) as f:
                 f.write(data)
             return
         os.makedirs(os.path.dirname(loc.path), exist_ok=True)
