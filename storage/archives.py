@@ -2,8 +2,8 @@
 
 Shards are streamed (tarfile's 'r|*' stream mode over a pyarrow input stream): nothing from an archive is
 ever extracted to disk, and a member is read into memory only when it is yielded. Every member is
-accounted for: an unsafe path, a non-regular member or a shard cut off mid-gzip each yields a Member whose
-`error` says why, and the caller turns it into an error row.
+accounted for: an unsafe path, a non-regular member or a shard cut off anywhere (mid-gzip, mid-member or
+at a header boundary) each yields a Member whose `error` says why, and the caller turns it into an error row.
 """
 
 from __future__ import annotations
@@ -89,29 +89,51 @@ def unsafe_member_reason(name: str) -> str | None:
     return None
 
 
+class _EndMarkerTarInfo(tarfile.TarInfo):
+    """Notes on the TarFile when its end-of-archive marker (a zero block) is read.
+
+    tarfile's stream mode ends iteration without an error at a missing, cut or garbled header, so a shard cut
+    at a header boundary would otherwise lose its remaining members silently.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            tarfile_.reached_end_marker = True  # type: ignore[attr-defined]
+            raise
+
+
 def _iter_tar(shard: Shard, endpoint: str | None) -> Iterator[Member]:
     loc = resolve(shard.uri, endpoint)
     mode = "r|gz" if shard.kind == "tar.gz" else "r|"
-    count = 0
+    count = 0  # members yielded so far
     try:
-        with loc.fs.open_input_stream(loc.path, compression=None) as raw, tarfile.open(fileobj=raw, mode=mode) as tar:
+        with (
+            loc.fs.open_input_stream(loc.path, compression=None) as raw,
+            tarfile.open(fileobj=raw, mode=mode, tarinfo=_EndMarkerTarInfo) as tar,
+        ):
             for info in tar:
                 if info.isdir():
                     continue
                 image_id = posixpath.basename(info.name.rstrip("/"))
                 source = f"{shard.name}:{info.name}"
-                count += 1
                 reason = unsafe_member_reason(info.name)
                 if reason is None and not info.isfile():
                     reason = f"member is not a regular file (tar type {info.type!r})"
                 if reason is None and info.size > MAX_MEMBER_BYTES:
                     reason = f"member is {info.size} bytes, above the {MAX_MEMBER_BYTES} byte limit"
                 if reason is not None:
+                    count += 1
                     yield Member(image_id, source, None, reason)
                     continue
                 f = tar.extractfile(info)
                 data = f.read() if f is not None else b""
+                count += 1
                 yield Member(image_id, source, data)
+            if not getattr(tar, "reached_end_marker", False):
+                raise tarfile.ReadError("no end-of-archive marker (cut off or garbled header)")
     except FileNotFoundError as exc:
         raise StorageError(f"{shard.uri}: shard not found") from exc
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:

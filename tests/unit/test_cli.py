@@ -168,7 +168,8 @@ def test_train_validate_collects_every_problem():
     with pytest.raises(ValueError) as info:
         validate(TrainConfig(archive="a", out="b", model="vgg16", epochs=0, batch_size=1, precision="fp8"))
     msg = str(info.value)
-    assert "--model 'vgg16' is unknown; choose one of: densenet121, dwsep_cnn, mobilenet_v3_small, resnet18" in msg
+    choices = "densenet121, dwsep_cnn, mobilenet_v3_small, resnet18"
+    assert f"--model 'vgg16' is unknown; choose one of: {choices}" in msg
     assert "--epochs must be at least 1" in msg
     assert "--batch-size" in msg and "--precision 'fp8'" in msg
     assert msg.count("\n  - ") == 4

@@ -39,7 +39,8 @@ def png_with_header(width: int, height: int) -> bytes:
     """A valid-looking 8-bit grey PNG whose IHDR claims width x height but whose IDAT holds one row only."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" + b"\x00" * min(width, 64))
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    chunks = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def idat_span(data: bytes) -> tuple[int, int]:
@@ -88,7 +89,8 @@ def test_rgba_png_drops_alpha_and_matches_pil_luma_of_the_rgb():
     np.testing.assert_array_equal(out, expected)
     # Transparent pixels keep their colour's grey value: alpha must not darken them.
     fully_transparent = np.dstack([rgb, np.zeros_like(alpha)])
-    np.testing.assert_array_equal(decode_gray8(encode(Image.fromarray(fully_transparent, mode="RGBA"))), expected)
+    out_transparent = decode_gray8(encode(Image.fromarray(fully_transparent, mode="RGBA")))
+    np.testing.assert_array_equal(out_transparent, expected)
 
 
 def test_rgb_png_matches_pil_luma():

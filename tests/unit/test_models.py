@@ -214,8 +214,8 @@ def test_load_state_weights_of_another_model_do_not_fit():
 def test_load_state_reports_shape_mismatch():
     dst = fresh("dwsep_cnn", seed=1)
     data = to_bytes(fresh("dwsep_cnn", seed=0, labels=("a", "b", "c")).state_dict())
-    with pytest.raises(ValueError, match=r"do not fit.*shape mismatch.*backbone\.\d+\.weight \(3, 128\) vs \(14, "
-                                         r"128\)"):
+    pattern = r"do not fit.*shape mismatch.*backbone\.\d+\.weight \(3, 128\) vs \(14, 128\)"
+    with pytest.raises(ValueError, match=pattern):
         load_state(dst, data, "ckpt")
 
 

@@ -1,0 +1,224 @@
+"""Bulk scoring, one run on the same synthetic 1024x1024 PNG archive in tar.gz shards (issue 3):
+
+- d: decode-only core-seconds per image; i: INT8 DenseNet-121 inference core-seconds per image at the
+  actor's best setting; T: end-to-end tilescope throughput; efficiency T * (d + i) / cores;
+- the same archive through a plain PyTorch FP32 script (DataLoader + eager DenseNet-121, the usual CheXNet
+  evaluation loop): tilescope's T over its throughput;
+- peak memory of all Ray processes when scoring 10x more images.
+
+    .venv/bin/python -m bench.scoring               (about 10 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+
+from bench.doc_sections import machine_line, write_section
+from jobs import quantize, score, synth
+from storage.archives import iter_members, list_shards
+from storage.artifacts import write_artifact
+from xray.decode import decode_resized
+from xray.labels import LABELS
+from xray.models import ModelSpec, build_model
+
+SIZE = 224
+
+
+def make_model(workdir: str, archive: str) -> str:
+    """DenseNet-121 (random init: speed does not depend on the weights) -> checkpoint -> INT8 artifact."""
+    torch.manual_seed(0)
+    spec = ModelSpec("densenet121", LABELS, SIZE)
+    buf = io.BytesIO()
+    torch.save(build_model(spec).state_dict(), buf)
+    ckpt = os.path.join(workdir, "ckpt")
+    write_artifact(ckpt, {"model.pt": buf.getvalue()}, {"kind": "checkpoint", "model": {
+        "name": spec.name, "labels": list(spec.labels), "input_size": SIZE}})
+    model = os.path.join(workdir, "model")
+    quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=64,
+                                         eval_size=0))
+    return model
+
+
+def decode_cost(archive: str) -> tuple[float, list[np.ndarray]]:
+    """Core-seconds per image to decode (process CPU time, one process), and the decoded pixels."""
+    blobs = [m.data for s in list_shards(archive) for m in iter_members(s) if m.data]
+    t0 = time.process_time()
+    pixels = [decode_resized(b, SIZE) for b in blobs]
+    return (time.process_time() - t0) / len(blobs), pixels
+
+
+def inference_cost(model: str, pixels: list[np.ndarray]) -> tuple[float, dict]:
+    """Min over actor settings of (wall seconds x threads) / images for the INT8 scorer."""
+    from actors.scorer import Int8Scorer
+
+    batch = np.stack(pixels[:160])[:, None]
+    results = {}
+    for threads, streams, infer_batch in ((1, 1, 1), (1, 1, 8), (2, 2, 8), (2, 1, 8)):
+        scorer = Int8Scorer(model, threads=threads, streams=streams, infer_batch=infer_batch)
+        scorer.infer(batch[:16])  # compile + warm-up
+        t0 = time.perf_counter()
+        scorer.infer(batch)
+        results[f"threads={threads} streams={streams} batch={infer_batch}"] = \
+            (time.perf_counter() - t0) * threads / len(batch)
+    return min(results.values()), results
+
+
+class PeakMemory:
+    """Peak total PSS of Ray's processes and this driver, sampled every 0.25 s."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        me = os.getpid()
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["pid"] == me or "ray" in cmd:
+                try:
+                    total += p.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(0.25)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def tilescope_run(archive: str, model: str, out: str, cfg: dict) -> tuple[score.ScoreSummary, int]:
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        with PeakMemory() as mem:
+            summary = score.run(score.ScoreConfig(archive=archive, model=model, out=out, **cfg))
+    finally:
+        ray.shutdown()
+    return summary, mem.peak
+
+
+def pytorch_baseline(archive: str, max_images: int) -> float:
+    """The usual CheXNet evaluation loop: DataLoader(PIL -> RGB -> Resize -> ToTensor -> Normalize) + eager."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+    from torchvision import transforms
+    from torchvision.models import densenet121
+
+    tf = transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor(),
+                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    shards = list_shards(archive)
+
+    class Shards(IterableDataset):
+        def __iter__(self):
+            info = get_worker_info()
+            mine = shards if info is None else shards[info.id :: info.num_workers]
+            for s in mine:
+                for m in iter_members(s):
+                    yield tf(Image.open(io.BytesIO(m.data)).convert("RGB"))
+
+    net = densenet121(weights=None)
+    net.classifier = torch.nn.Linear(1024, len(LABELS))
+    net.eval()
+    torch.set_num_threads(os.cpu_count() or 1)
+    loader = DataLoader(Shards(), batch_size=16, num_workers=1)
+    n, t0 = 0, time.perf_counter()
+    with torch.inference_mode():
+        for x in loader:
+            torch.sigmoid(net(x))
+            n += len(x)
+            if n >= max_images:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=800, help="images in the main archive (10x the small one)")
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--baseline-images", type=int, default=320)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        big, small = os.path.join(tmp, "big"), os.path.join(tmp, "small")
+        synth.run(synth.SynthConfig(out=big, n_images=args.images, size=1024, shards=args.shards, seed=1))
+        synth.run(synth.SynthConfig(out=small, n_images=args.images // 10, size=1024, shards=1, seed=2))
+        model = make_model(tmp, small)
+        d, pixels = decode_cost(big)
+        i, settings = inference_cost(model, pixels)
+        del pixels
+        configs = {
+            "2 actors x 1 CPU, decode 1 CPU": dict(actors=2, actor_cpus=1.0, decode_cpus=1.0),
+            "2 actors x 0.5 CPU, decode 0.5 CPU": dict(actors=2, actor_cpus=0.5, decode_cpus=0.5),
+        }
+        runs = {}
+        for name, cfg in configs.items():
+            summary, peak = tilescope_run(big, model, os.path.join(tmp, f"out-{len(runs)}"), cfg)
+            runs[name] = (summary.scored_now / summary.stream_seconds, peak, cfg)
+        best_name = max(runs, key=lambda k: runs[k][0])
+        t_best, peak_big, best_cfg = runs[best_name]
+        small_summary, peak_small = tilescope_run(small, model, os.path.join(tmp, "out-small"), best_cfg)
+        baseline = pytorch_baseline(big, args.baseline_images)
+    eff = t_best * (d + i) / cores
+    growth = peak_big / peak_small - 1.0
+    run_rows = "\n".join(f"| {k} | {v[0]:.1f} | {v[1] / 2**20:.0f} |" for k, v in runs.items())
+    setting_rows = "\n".join(f"| {k} | {v * 1000:.1f} |" for k, v in settings.items())
+    md = f"""## Bulk scoring (issue 3)
+
+Command: `.venv/bin/python -m bench.scoring --images {args.images} --shards {args.shards}`
+Machine: {machine_line()}.
+Archive: {args.images} synthetic 1024x1024 8-bit PNGs in {args.shards} tar.gz shards; model: DenseNet-121 INT8
+(NNCF, 224x224, uint8 input).
+
+| quantity | value |
+|---|---|
+| d: decode core-seconds per image (1024 PNG -> 224 uint8) | {d * 1000:.1f} ms |
+| i: INT8 inference core-seconds per image (best actor setting) | {i * 1000:.1f} ms |
+| T: tilescope end-to-end ({best_name}) | {t_best:.1f} images/s |
+| efficiency T * (d + i) / {cores} cores (target >= 0.85) | {eff:.2f} |
+| PyTorch FP32 DataLoader + eager DenseNet-121 ({args.baseline_images} images) | {baseline:.1f} images/s |
+| tilescope / PyTorch (target >= 4x) | {t_best / baseline:.2f}x |
+| peak PSS of Ray + driver, {args.images // 10} images | {peak_small / 2**20:.0f} MiB |
+| peak PSS of Ray + driver, {args.images} images | {peak_big / 2**20:.0f} MiB |
+| growth for 10x images (target < 20%) | {growth * 100:+.1f}% |
+
+Pipeline settings tried (T is the pipeline's own wall time, without Ray start-up):
+
+| setting | images/s | peak PSS MiB |
+|---|---|---|
+{run_rows}
+
+INT8 actor settings (core-ms per image = wall ms x threads / images):
+
+| setting | core-ms/image |
+|---|---|
+{setting_rows}
+"""
+    write_section("scoring", md)
+    print(md)
+    print(json.dumps({"d": d, "i": i, "T": t_best, "eff": eff, "baseline": baseline, "growth": growth}))
+
+
+if __name__ == "__main__":
+    main()
