@@ -201,10 +201,9 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
                                "infer_batch": cfg.infer_batch, "endpoint": cfg.s3_endpoint},
         compute=ActorPoolStrategy(min_size=1, max_size=cfg.actors),
         num_cpus=cfg.actor_cpus,
-        # A killed actor is restarted and its in-flight chunk retried: the chunk file name is fixed,
-        # so a retry overwrites and never duplicates.
-        max_restarts=-1,
-        max_task_retries=-1,
+        # Ray Data gives pool actors max_restarts=-1 and max_task_retries=-1 by default: a killed actor is
+        # restarted and its in-flight chunk retried. The chunk file name is fixed, so a retry overwrites
+        # and never duplicates (tests/integration/test_score_resume.py kills an actor mid-run).
     )
     writer_args = {"out_uri": out_uri, "endpoint": cfg.s3_endpoint, "labels": labels,
                    "model": artifact.manifest["model"], "artifact_sha256": artifact.sha256,
