@@ -17,10 +17,46 @@ import time
 
 import numpy as np
 
-from storage.artifacts import open_artifact
+from storage.artifacts import Artifact, open_artifact
 from xray.labels import prob_column
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "tilescope", "ov")
+
+
+def compile_ir(artifact: Artifact, xml_path: str, threads: int, streams: int, cache_dir: str):
+    """One IR of an artifact -> an AsyncInferQueue with one request per stream, sized to the actor's CPUs."""
+    import openvino as ov
+
+    xml = artifact.read(xml_path)
+    weights = artifact.read(xml_path[: -len(".xml")] + ".bin")
+    core = ov.Core()
+    os.makedirs(cache_dir, exist_ok=True)
+    core.set_property({"CACHE_DIR": cache_dir})
+    model = core.read_model(model=xml.decode(), weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": streams,
+        "ENABLE_CPU_PINNING": False,
+        "PERFORMANCE_HINT": "THROUGHPUT",
+    })
+    # One infer request per stream keeps every stream busy with async requests.
+    return ov.AsyncInferQueue(compiled, streams)
+
+
+def infer_async(queue, pixels: np.ndarray, infer_batch: int, n_outputs: int) -> np.ndarray:
+    """(N, 1, S, S) uint8 -> (N, n_outputs) float32, sub-batches of infer_batch over the queue's requests."""
+    n = pixels.shape[0]
+    out = np.empty((n, n_outputs), dtype=np.float32)
+
+    def done(request, start: int) -> None:
+        result = request.get_output_tensor(0).data
+        out[start : start + result.shape[0]] = result
+
+    queue.set_callback(done)
+    for start in range(0, n, infer_batch):
+        queue.start_async({0: np.ascontiguousarray(pixels[start : start + infer_batch])}, userdata=start)
+    queue.wait_all()
+    return out
 
 
 class Int8Scorer:
@@ -39,42 +75,16 @@ class Int8Scorer:
         self._labels: list[str] = []
 
     def _load(self) -> None:
-        import openvino as ov
-
         artifact = open_artifact(self.artifact_uri, self.endpoint)
-        rel = artifact.manifest["precisions"][self.precision]
-        xml = artifact.read(rel)
-        weights = artifact.read(rel[: -len(".xml")] + ".bin")
-        core = ov.Core()
-        os.makedirs(self.cache_dir, exist_ok=True)
-        core.set_property({"CACHE_DIR": self.cache_dir})
-        model = core.read_model(model=xml.decode(), weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
-        compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": self.threads,
-            "NUM_STREAMS": self.streams,
-            "ENABLE_CPU_PINNING": False,
-            "PERFORMANCE_HINT": "THROUGHPUT",
-        })
-        # One infer request per stream keeps every stream busy with async requests.
-        self._queue = ov.AsyncInferQueue(compiled, self.streams)
+        self._queue = compile_ir(artifact, artifact.manifest["precisions"][self.precision], self.threads,
+                                 self.streams, self.cache_dir)
         self._labels = list(artifact.manifest["labels"])
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) uint8 -> (N, L) float32, in sub-batches of infer_batch over async requests."""
         if self._queue is None:
             self._load()
-        n = pixels.shape[0]
-        out = np.empty((n, len(self._labels)), dtype=np.float32)
-
-        def done(request, start: int) -> None:
-            result = request.get_output_tensor(0).data
-            out[start : start + result.shape[0]] = result
-
-        self._queue.set_callback(done)
-        for start in range(0, n, self.infer_batch):
-            self._queue.start_async({0: pixels[start : start + self.infer_batch]}, userdata=start)
-        self._queue.wait_all()
-        return out
+        return infer_async(self._queue, pixels, self.infer_batch, len(self._labels))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._queue is None:

@@ -130,7 +130,7 @@ def quantize_int8(ov_model, calibration: np.ndarray, cfg: QuantizeConfig, evalua
     )
 
 
-def _ir_bytes(ov_model, name: str) -> dict[str, bytes]:
+def ir_bytes(ov_model, name: str) -> dict[str, bytes]:
     import openvino as ov
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +185,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
         p32, p8 = infer_probs(fp32, evaluation[0]), infer_probs(int8, evaluation[0])
         fp32_auroc, int8_auroc = per_label_auroc(evaluation[1], p32), per_label_auroc(evaluation[1], p8)
         max_diff = float(np.abs(p32 - p8).max())
-    files = {**_ir_bytes(fp32, "fp32"), **_ir_bytes(int8, "int8")}
+    files = {**ir_bytes(fp32, "fp32"), **ir_bytes(int8, "int8")}
     manifest = {
         "kind": "model",
         "model": spec.name,

@@ -53,8 +53,8 @@ class ScoreConfig:
     """Which IR of the artifact to run: int8 or fp32."""
     chunk_size: int = 64
     """Images per chunk: the unit of decode tasks, scoring calls, output files and resume."""
-    actors: int = 1
-    """Maximum scorer actors (the pool autoscales from 1 up to this)."""
+    actors: int = 0
+    """Scorer actors in the pool (fixed size); 0 = the cluster's CPUs / --actor-cpus."""
     actor_cpus: float = 1.0
     """CPUs Ray reserves per scorer actor; OpenVINO threads follow it."""
     streams: int = 1
@@ -92,8 +92,8 @@ def validate(cfg: ScoreConfig) -> None:
         problems.append(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.chunk_size < 1:
         problems.append("--chunk-size must be at least 1")
-    if cfg.actors < 1:
-        problems.append("--actors must be at least 1")
+    if cfg.actors < 0:
+        problems.append("--actors must be 0 (auto) or more")
     if cfg.actor_cpus <= 0 or cfg.decode_cpus <= 0:
         problems.append("--actor-cpus and --decode-cpus must be positive")
     if cfg.streams < 1 or cfg.infer_batch < 1:
@@ -182,6 +182,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    from actors.ensemble_scorer import EnsembleScorer, heatmap_shape
     from actors.scorer import Int8Scorer
 
     ctx = DataContext.get_current()
@@ -191,15 +192,22 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     source = ArchiveChunks(todo, cfg.chunk_size, done_chunks, cfg.s3_endpoint)
     # One block per chunk: override_num_blocks = number of read tasks stops Ray Data from splitting read
     # outputs to reach its minimum block count (a split chunk could not be written whole).
-    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0.25)
+    # Reading (inflate + slice a shard) and writing are light and hold no CPU reservation: with every CPU
+    # reserved by scorer actors, a reserved read or write task could never be scheduled and the pipeline
+    # would stall. Ray Data's backpressure still bounds how many run and how much they buffer.
+    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0)
     ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_cpus)
+    ensemble = artifact.manifest.get("kind") == "ensemble"
     ds = ds.map_batches(
-        Int8Scorer,
+        EnsembleScorer if ensemble else Int8Scorer,
         fn_constructor_kwargs={"artifact_uri": artifact.uri, "precision": cfg.precision,
                                "threads": max(1, round(cfg.actor_cpus)), "streams": cfg.streams,
                                "infer_batch": cfg.infer_batch, "endpoint": cfg.s3_endpoint},
-        compute=ActorPoolStrategy(min_size=1, max_size=cfg.actors),
+        # A fixed-size pool: a batch job wants every actor from the start (autoscaling up from one actor
+        # wastes the first minutes). Ray Data fuses decode_chunk into this operator when their resources
+        # match, so each actor decodes and scores its chunk without another copy between processes.
+        compute=ActorPoolStrategy(size=pool_size(cfg)),
         num_cpus=cfg.actor_cpus,
         # Ray Data gives pool actors max_restarts=-1 and max_task_retries=-1 by default: a killed actor is
         # restarted and its in-flight chunk retried. The chunk file name is fixed, so a retry overwrites
@@ -207,13 +215,23 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     )
     writer_args = {"out_uri": out_uri, "endpoint": cfg.s3_endpoint, "labels": labels,
                    "model": artifact.manifest["model"], "artifact_sha256": artifact.sha256,
-                   "precision": cfg.precision, "run_id": run_id}
-    ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0.1)
+                   "precision": cfg.precision, "run_id": run_id,
+                   "heatmap_shape": heatmap_shape(artifact.manifest) if ensemble else None}
+    ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0)
     line = ProgressLine(expected_total, cfg.progress_every_s)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
     line.finish()
     return line.done
+
+
+def pool_size(cfg: ScoreConfig) -> int:
+    """--actors, or as many actors of --actor-cpus as the cluster's CPUs hold."""
+    import ray
+
+    if cfg.actors:
+        return cfg.actors
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.actor_cpus))
 
 
 def _public_config(cfg: ScoreConfig) -> dict:

@@ -31,13 +31,14 @@ def decode_chunk(batch: dict[str, np.ndarray], size: int, max_pixels: int) -> di
 
 
 def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | None, labels: list[str],
-                 model: str, artifact_sha256: str, precision: str, run_id: str) -> dict[str, np.ndarray]:
+                 model: str, artifact_sha256: str, precision: str, run_id: str,
+                 heatmap_shape: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
     """Write each chunk in the batch as one Parquet file; returns one summary row per chunk.
 
     Refuses to write a chunk that is not whole (a split chunk would overwrite its own rows).
     """
     out = resolve(out_uri, endpoint)
-    schema = results_schema(labels)
+    schema = results_schema(labels, heatmap_shape)
     n = len(batch["image_id"])
     keys = list(zip(batch["shard"].tolist(), batch["chunk"].tolist(), strict=True))
     summary: dict[str, list] = {"shard": [], "chunk": [], "rows": [], "errors": []}
@@ -54,6 +55,10 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
             "precision": [precision] * len(idx), "run_id": [run_id] * len(idx),
             "decode_ms": batch["decode_ms"][idx], "infer_ms": batch["infer_ms"][idx],
         }
+        if heatmap_shape is not None:
+            heat = np.asarray(batch["heatmap"][idx], dtype=np.float32)
+            columns["heatmap"] = [None if np.isnan(row).all() else row.tolist() for row in heat]
+            columns["tile_max"] = batch["tile_max"][idx]
         arrays = [pa.array(_nullable(columns[f.name]), type=f.type) for f in schema]
         table = pa.Table.from_arrays(arrays, schema=schema)
         write_chunk(out, key[0], int(key[1]), bool(batch["last"][idx[0]]), table)
@@ -66,6 +71,8 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
 
 def _nullable(values) -> list:
     """numpy -> list with NaN probabilities (error rows) as nulls."""
+    if isinstance(values, list):
+        return values
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
         return [None if np.isnan(v) else float(v) for v in arr]

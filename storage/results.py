@@ -31,8 +31,15 @@ RUN_MANIFEST = "_manifest.json"
 _CHUNK_RE = re.compile(r"^part-(?P<shard>.+)-(?P<k>\d{5})(?P<last>-last)?\.parquet$")
 
 
-def results_schema(labels: list[str]) -> pa.Schema:
-    """The versioned output schema: one row per input image."""
+HEATMAP_SHAPE_KEY = b"tilescope.heatmap_shape"
+
+
+def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None = None) -> pa.Schema:
+    """The versioned output schema: one row per input image.
+
+    A tile-ensemble run adds `heatmap` (fixed-size list of L * C * C float32, (label, row, col) order; its
+    shape [L, C, C] is JSON in the schema metadata under tilescope.heatmap_shape) and `tile_max` (float32).
+    """
     fields = [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
@@ -47,6 +54,10 @@ def results_schema(labels: list[str]) -> pa.Schema:
         pa.field("infer_ms", pa.float32()),
     ]
     meta = {b"tilescope.results_schema_version": str(RESULTS_SCHEMA_VERSION).encode()}
+    if heatmap_shape is not None:
+        size = int(heatmap_shape[0] * heatmap_shape[1] * heatmap_shape[2])
+        fields += [pa.field("heatmap", pa.list_(pa.float32(), size)), pa.field("tile_max", pa.float32())]
+        meta[HEATMAP_SHAPE_KEY] = json.dumps(list(heatmap_shape)).encode()
     return pa.schema(fields, metadata=meta)
 
 

@@ -89,6 +89,11 @@ def decode_gray8(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     return np.asarray(gray, dtype=np.uint8)
 
 
+def image_dimensions(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """bytes -> (width, height) from the header alone (bounding boxes are in these pixels)."""
+    return _open_checked(data, max_pixels).size
+
+
 def decode_resized(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """bytes -> (size, size) uint8 grayscale, the model's input. Raises DecodeError with the reason.
 

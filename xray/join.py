@@ -23,7 +23,7 @@ from xray.tiles import TileGrid, stitch_scores
 _EPS = 1e-6
 
 
-class Combiner(str, enum.Enum):
+class Combiner(enum.StrEnum):
     MEAN = "mean"
     MAX = "max"
     STACKED = "stacked"

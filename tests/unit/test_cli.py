@@ -181,7 +181,7 @@ def test_score_quantize_synth_validate_collect_every_problem():
 
     with pytest.raises(ValueError) as info:
         score.validate(score.ScoreConfig(archive="a", model="m", out="o", precision="int4", chunk_size=0,
-                                         actors=0))
+                                         actors=-1))
     msg = str(info.value)
     assert "--precision 'int4'" in msg and "--chunk-size" in msg and "--actors" in msg
     with pytest.raises(ValueError) as info:

@@ -1,0 +1,269 @@
+"""Train a tile ensemble: one model per tile position, trained in parallel by Ray actors across nodes,
+joined into image scores and heatmaps, exported and quantized to one INT8 ensemble artifact.
+
+Recipe: plan (grid, splits, labels) -> decode (one Ray task per shard, each image decoded once for the
+whole job, shared by every position through the object store) -> train (one TileTrainer actor per
+position, SPREAD across nodes, restarted on failure, resuming from per-epoch checkpoints) -> export
+(every position to FP32 IR + NNCF INT8, in parallel on the same actors) -> join (mean, max, stacked
+combiner and thresholds fit on validation; AUROC on test; heatmap localisation) -> save (the artifact,
+manifest last). Rerunning a finished job does nothing; rerunning a crashed one resumes every position.
+
+    tilescope train-tiles --archive runs/synth --out runs/ensemble --image-size 256 --tile-size 128 \
+        --stride 128 --backbone dwsep_cnn
+    ray job submit --working-dir . -- python -m jobs.train_tiles --archive s3://b/nih --out s3://b/ens \
+        --image-size 512 --tile-size 256 --stride 128 --backbone resnet18 --actor-cpus 4
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from actors.tile_trainer import PositionExport, PositionPlan, PositionResult, Split, TileTrainer
+from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
+from jobs.train import labels_for, split_ids
+from storage.archives import list_shards
+from storage.artifacts import open_artifact, write_artifact
+from storage.fs import check_reachable, exists, resolve
+from storage.image_sets import DecodedShard, load_shard_images
+from storage.metadata_files import default_metadata_uri, load_metadata
+from xray.ensemble_eval import EnsembleEvaluation, evaluate_ensemble
+from xray.join import Combiner
+from xray.labels import LABELS
+from xray.models import BACKBONES
+from xray.precision import Precision
+from xray.tiles import TileGrid
+
+
+@dataclass(frozen=True)
+class TrainTilesConfig:
+    archive: str
+    """Archive URI: directory or s3:// prefix of tar.gz shards or PNGs."""
+    out: str
+    """Ensemble artifact URI to create (local path or s3://)."""
+    metadata: str | None = None
+    """Data_Entry_2017.csv URI; default: beside the shards. Split and bbox lists are read from beside it."""
+    image_size: int = 512
+    """Images are decoded once at this size, then cut into tiles."""
+    tile_size: int = 256
+    """Tile side in pixels: each position model's input size."""
+    stride: int = 256
+    """Step between tiles (smaller than --tile-size for overlap); the last row/column is zero-padded."""
+    backbone: str = "resnet18"
+    """Backbone per position: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
+    epochs: int = 5
+    """Training epochs per position."""
+    batch_size: int = 32
+    """Tiles per optimiser step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    actor_cpus: float = 1.0
+    """CPUs Ray reserves per position actor; torch threads = max(1, floor(this))."""
+    val_fraction: float = 0.15
+    """Share of train_val patients held out for validation (combiner, thresholds)."""
+    combiner: str = "stacked"
+    """Default join for scoring: mean, max or stacked (fit on validation)."""
+    calibration_size: int = 300
+    """Training tiles per position in the seeded NNCF calibration subset."""
+    preset: str = "performance"
+    """NNCF preset: performance or mixed."""
+    precision: str = "auto"
+    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32."""
+    seed: int = 0
+    """Seed for the split, initialisation, shuffling and calibration."""
+    work: str | None = None
+    """Where per-position checkpoints live; default <out>.work (kept after success for audit)."""
+    s3_endpoint: str | None = None
+    """S3 endpoint for MinIO/Ceph/moto; default from the environment."""
+
+
+@dataclass(frozen=True)
+class TrainTilesSummary:
+    out: str
+    sha256: str
+    grid: tuple[int, int]
+    positions: tuple[PositionResult, ...]
+    evaluation: EnsembleEvaluation | None
+    already_complete: bool
+    seconds: float
+
+
+def validate(cfg: TrainTilesConfig) -> TileGrid:
+    problems = []
+    grid = None
+    try:
+        grid = TileGrid(cfg.image_size, cfg.tile_size, cfg.stride)
+    except ValueError as exc:
+        problems.append(f"--image-size/--tile-size/--stride: {exc}")
+    if cfg.tile_size < 32:
+        problems.append(f"--tile-size {cfg.tile_size} is below 32 pixels")
+    if cfg.backbone not in BACKBONES:
+        problems.append(f"--backbone {cfg.backbone!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
+    if cfg.epochs < 1:
+        problems.append("--epochs must be at least 1")
+    if cfg.batch_size < 2:
+        problems.append("--batch-size must be at least 2 (BatchNorm)")
+    if cfg.actor_cpus <= 0:
+        problems.append("--actor-cpus must be positive")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        problems.append("--val-fraction must be in (0, 1)")
+    if cfg.combiner not in {c.value for c in Combiner}:
+        problems.append(f"--combiner {cfg.combiner!r} is not one of mean, max, stacked")
+    if cfg.precision not in {p.value for p in Precision}:
+        problems.append(f"--precision {cfg.precision!r} is not one of auto, bf16, fp32")
+    if cfg.calibration_size < 1:
+        problems.append("--calibration-size must be at least 1")
+    if cfg.preset not in ("performance", "mixed"):
+        problems.append(f"--preset {cfg.preset!r} is not one of performance, mixed")
+    require_valid(problems)
+    assert grid is not None
+    return grid
+
+
+def work_uri(cfg: TrainTilesConfig) -> str:
+    return cfg.work or f"{cfg.out.rstrip('/')}.work"
+
+
+def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
+    import ray
+
+    grid = validate(cfg)
+    t0 = time.perf_counter()
+    # Plan: every bad input fails here, before any remote work.
+    out = resolve(cfg.out, cfg.s3_endpoint)
+    check_reachable(out)
+    if exists(out.join("manifest.json")):
+        art = open_artifact(cfg.out, cfg.s3_endpoint)
+        print(f"ensemble {cfg.out} is already complete (sha256 {art.sha256[:12]}); nothing to do", flush=True)
+        return TrainTilesSummary(cfg.out, art.sha256, grid.shape, (), None, True, time.perf_counter() - t0)
+    shards = list_shards(cfg.archive, cfg.s3_endpoint)
+    meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
+    train_ids, val_ids, test_ids = split_ids(meta, cfg.val_fraction, cfg.seed)
+    wanted = frozenset(train_ids | val_ids | test_ids)
+    print(f"grid {grid.steps}x{grid.steps} of {grid.tile_size}px tiles (stride {grid.stride}) over "
+          f"{grid.image_size}px images: {grid.n_positions} position models; {len(shards)} shards; "
+          f"work {work_uri(cfg)}", flush=True)
+
+    connect_ray()
+    # Decode: one task per shard; results stay in the object store, shared by every position actor.
+    decode = ray.remote(load_shard_images).options(num_cpus=1, max_retries=3)
+    shard_refs = [decode.remote(s, wanted, grid.image_size, cfg.s3_endpoint) for s in shards]
+    decoded: list[DecodedShard] = ray.get(shard_refs)
+    present = {i for d in decoded for i in d.ids}
+    skipped = sum(len(d.errors) for d in decoded)
+    split = _split(meta, train_ids, val_ids, test_ids, present)
+    if len(split.train) < 2 or len(split.val) < 1 or len(split.test) < 1:
+        raise ValueError(f"--archive {cfg.archive}: too few decodable images per split (train "
+                         f"{len(split.train)}, val {len(split.val)}, test {len(split.test)})")
+    print(f"decoded {len(present)} images once ({skipped} unreadable skipped): train {len(split.train)}, "
+          f"val {len(split.val)}, test {len(split.test)}", flush=True)
+
+    # Train + export: one actor per position.
+    results, exports = _train_positions(cfg, grid, ray.put(split), shard_refs)
+
+    # Join, evaluate, save.
+    stack = {name: np.stack([getattr(e, name) for e in exports], axis=1)  # (N, T, L) per split and precision
+             for name in ("val_fp32", "val_int8", "test_fp32", "test_int8")}
+    dimensions = {d.ids[k]: (int(d.dimensions[k, 0]), int(d.dimensions[k, 1])) for d in decoded
+                  for k in range(len(d.ids))}
+    evaluation = evaluate_ensemble(grid, {"fp32": stack["val_fp32"], "int8": stack["val_int8"]},
+                                   {"fp32": stack["test_fp32"], "int8": stack["test_int8"]},
+                                   split.val_labels, labels_for(split.test, meta), split.test, meta.bboxes,
+                                   dimensions)
+    sha = _save(cfg, grid, results, exports, evaluation, split)
+    summary = TrainTilesSummary(cfg.out, sha, grid.shape, tuple(results), evaluation, False,
+                                time.perf_counter() - t0)
+    best = evaluation.test_mean_auroc["fp32"]
+    print(f"ensemble {cfg.out} (sha256 {sha[:12]}): test mean AUROC "
+          + ", ".join(f"{c} {best[c]:.4f}" for c in best)
+          + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc['int8'][cfg.combiner]:.4f}", flush=True)
+    return summary
+
+
+def _split(meta, train_ids, val_ids, test_ids, present: set[str]) -> Split:
+    train = tuple(sorted(i for i in train_ids if i in present))
+    val = tuple(sorted(i for i in val_ids if i in present))
+    test = tuple(sorted(i for i in test_ids if i in present))
+    return Split(train, val, test, labels_for(train, meta), labels_for(val, meta))
+
+
+def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_refs
+                     ) -> tuple[list[PositionResult], list[PositionExport]]:
+    import ray
+
+    # SPREAD puts positions on as many nodes as possible. A dead actor (or its node) is restarted anywhere
+    # with free CPUs (max_restarts=-1) and its in-flight call retried (max_task_retries=-1); it resumes from
+    # the position's last checkpoint. No placement group: a restarted actor needs no bundle on a lost node.
+    trainer = ray.remote(TileTrainer).options(num_cpus=cfg.actor_cpus, scheduling_strategy="SPREAD",
+                                              max_restarts=-1, max_task_retries=-1)
+    plans = [PositionPlan(position=p, grid=grid, backbone=cfg.backbone, labels=LABELS, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, precision=cfg.precision,
+                          threads=max(1, int(cfg.actor_cpus)), calibration_size=cfg.calibration_size,
+                          preset=cfg.preset, work_uri=work_uri(cfg), endpoint=cfg.s3_endpoint)
+             for p in range(grid.n_positions)]
+    actors = [trainer.remote(plan) for plan in plans]
+    pending = {a.run.remote(split_ref, *shard_refs): k for k, a in enumerate(actors)}
+    done: dict[int, tuple[PositionResult, PositionExport]] = {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        k = pending.pop(ready[0])
+        done[k] = ray.get(ready[0])
+        ray.kill(actors[k])  # frees its CPUs for positions still waiting to start
+        print(f"position {k} trained and exported ({len(done)}/{grid.n_positions})", flush=True)
+    return [done[k][0] for k in sorted(done)], [done[k][1] for k in sorted(done)]
+
+
+def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], exports: list[PositionExport],
+          evaluation: EnsembleEvaluation, split: Split) -> str:
+    import nncf
+    import openvino as ov
+    import torch
+
+    files: dict[str, bytes] = {}
+    for e in exports:
+        files.update(e.files)
+    positions = [{"position": r.position, "origin": list(grid.origin(r.position)),
+                  "fp32": f"positions/p{r.position:03d}/fp32/model.xml",
+                  "int8": f"positions/p{r.position:03d}/int8/model.xml",
+                  "history": list(r.history), "node_id": r.node_id, "resumed_from_epoch": r.resumed_from_epoch,
+                  "tiles_per_s": r.tiles_per_s} for r in results]
+    manifest = {
+        "kind": "ensemble",
+        "model": f"tiles{grid.steps}x{grid.steps}-{cfg.backbone}",
+        "backbone": cfg.backbone,
+        "labels": list(LABELS),
+        "grid": {"image_size": grid.image_size, "tile_size": grid.tile_size, "stride": grid.stride,
+                 "shape": list(grid.shape), "order": "row-major"},
+        "input": {"shape": [-1, 1, grid.image_size, grid.image_size], "dtype": "uint8", "layout": "NCHW",
+                  "color": "grayscale", "position_input": [-1, 1, grid.tile_size, grid.tile_size],
+                  "normalization": "inside each position graph: x/255, ImageNet mean/std"},
+        "output": {"name": "probabilities", "activation": "sigmoid"},
+        "precisions": {"fp32": "positions/*/fp32/model.xml", "int8": "positions/*/int8/model.xml"},
+        "positions": positions,
+        "combiner": {"default": cfg.combiner, "stacked": evaluation.stacked.to_json()},
+        "thresholds": evaluation.thresholds,
+        "metrics": evaluation.to_json(),
+        "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "math_path": results[0].math_path,
+        "versions": {"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+        "config": asdict(cfg),
+    }
+    return write_artifact(cfg.out, files, manifest, cfg.s3_endpoint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = parser_for(TrainTilesConfig, "tilescope train-tiles", __doc__.splitlines()[0])
+    cfg = config_from_args(TrainTilesConfig, parser.parse_args(argv))
+    try:
+        run(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"tilescope train-tiles: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
