@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-unit bench lint clean
+.PHONY: venv demo test test-unit bench lint wheel clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m jobs.demo
 
-test: $(STAMP)
+# The report's page is rendered by Debian's headless Chromium in tests/integration/test_report.py (as root).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
 test-unit: $(STAMP)
@@ -29,5 +33,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
+# dist/tilescope-<version>-py3-none-any.whl, which cluster.yaml and deploy/kuberay/Dockerfile install.
+wheel: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache dist

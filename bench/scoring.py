@@ -155,7 +155,7 @@ def pytorch_baseline(archive: str, max_images: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=800, help="images in the main archive (10x the small one)")
+    parser.add_argument("--images", type=int, default=2000, help="images in the main archive (10x the small one)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--baseline-images", type=int, default=320)
     args = parser.parse_args()
@@ -163,14 +163,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         big, small = os.path.join(tmp, "big"), os.path.join(tmp, "small")
         synth.run(synth.SynthConfig(out=big, n_images=args.images, size=1024, shards=args.shards, seed=1))
-        synth.run(synth.SynthConfig(out=small, n_images=args.images // 10, size=1024, shards=1, seed=2))
+        synth.run(synth.SynthConfig(out=small, n_images=args.images // 10, size=1024, shards=args.shards, seed=2))
         model = make_model(tmp, small)
         d, pixels = decode_cost(big)
         i, settings = inference_cost(model, pixels)
         del pixels
         configs = {
-            "2 actors x 1 CPU, decode 1 CPU": dict(actors=2, actor_cpus=1.0, decode_cpus=1.0),
-            "2 actors x 0.5 CPU, decode 0.5 CPU": dict(actors=2, actor_cpus=0.5, decode_cpus=0.5),
+            "2 actors x 1 CPU (decode fused into the actors)": dict(actors=2, actor_cpus=1.0, decode_cpus=1.0),
+            "4 actors x 0.5 CPU (decode fused into the actors)": dict(actors=4, actor_cpus=0.5, decode_cpus=0.5),
         }
         runs = {}
         for name, cfg in configs.items():

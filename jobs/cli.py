@@ -45,18 +45,26 @@ def _base_type(tp: Any) -> Any:
     return origin or tp
 
 
-def parser_for(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ...] = (),
+               skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Flags for every field of `cls`; fields in `positional` become positional arguments (optional when they
+    have a default), fields in `skip` get no argument (the caller sets them on the namespace itself)."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         help_text = docs.get(f.name, "")
-        if tp is bool:
+        if f.name in positional:
+            parser.add_argument(f.name, nargs=None if required else "?", default=default,
+                                type=tp if tp in (int, float, str) else str, help=help_text)
+        elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif tp is tuple:
             parser.add_argument(flag, nargs="*", default=default, required=required, help=help_text)

@@ -1,4 +1,5 @@
-"""The whole system on an embedded default: synth -> train -> export + INT8 -> score -> Parquet summary.
+"""The whole system on an embedded default: synth -> train -> export + INT8 -> score, then a tile ensemble
+trained on Ray actors and scored the same way, then a report comparing the two runs.
 
 Local Ray, local files, no configuration; each stage is the same run() a user submits.
 
@@ -12,7 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from jobs import quantize, score, synth, train
+from jobs import quantize, report, score, synth, train, train_tiles
 from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
 from storage.fs import resolve
 
@@ -32,7 +33,9 @@ class DemoConfig:
     input_size: int = 128
     """Model input size in pixels."""
     epochs: int = 12
-    """Training epochs."""
+    """Training epochs (whole-image model and each tile position)."""
+    grid: int = 2
+    """Tile ensemble: positions per side (tiles of input-size px over an image of grid x input-size px)."""
     seed: int = 0
     """Seed of the synthetic archive and of training."""
     s3_endpoint: str | None = None
@@ -43,6 +46,8 @@ def validate(cfg: DemoConfig) -> None:
     problems = []
     if cfg.n_images < 50:
         problems.append("--n-images must be at least 50 for a train/val/test split")
+    if cfg.grid < 1:
+        problems.append("--grid must be at least 1")
     if cfg.shards < 1:
         problems.append("--shards must be at least 1")
     require_valid(problems)
@@ -54,27 +59,42 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
     if not root.is_s3:
         shutil.rmtree(root.path, ignore_errors=True)
     base = root.uri.rstrip("/")
-    archive, ckpt, model, scores = (f"{base}/{p}" for p in ("archive", "checkpoint", "model", "scores"))
-    print(f"== 1/4 synth: {cfg.n_images} images of {cfg.size}px in {cfg.shards} shards -> {archive}", flush=True)
+    archive, ckpt, model, scores, ensemble, reports = (
+        f"{base}/{p}" for p in ("archive", "checkpoint", "model", "scores", "ensemble", "report"))
+    metadata = f"{archive}/Data_Entry_2017.csv"
+    print(f"== 1/6 synth: {cfg.n_images} images of {cfg.size}px in {cfg.shards} shards -> {archive}", flush=True)
     synth.run(synth.SynthConfig(out=archive, n_images=cfg.n_images, size=cfg.size, shards=cfg.shards,
                                 seed=cfg.seed, s3_endpoint=cfg.s3_endpoint))
-    print(f"== 2/4 train {cfg.model} at {cfg.input_size}px for {cfg.epochs} epochs -> {ckpt}", flush=True)
+    print(f"== 2/6 train {cfg.model} at {cfg.input_size}px for {cfg.epochs} epochs -> {ckpt}", flush=True)
     train.run(train.TrainConfig(archive=archive, out=ckpt, model=cfg.model, input_size=cfg.input_size,
                                 epochs=cfg.epochs, seed=cfg.seed, s3_endpoint=cfg.s3_endpoint))
-    print(f"== 3/4 export to OpenVINO + NNCF INT8 -> {model}", flush=True)
+    print(f"== 3/6 export to OpenVINO + NNCF INT8 -> {model}", flush=True)
     q = quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model,
                                              calibration_size=min(300, cfg.n_images // 2),
                                              seed=cfg.seed, s3_endpoint=cfg.s3_endpoint))
     print(f"   FP32 vs INT8 agreement: mean AUROC {q.fp32_mean_auroc:.4f} vs {q.int8_mean_auroc:.4f}, "
           f"max |p_fp32 - p_int8| = {q.max_abs_prob_diff:.4f}", flush=True)
-    print(f"== 4/4 score the archive on Ray Data with INT8 actors -> {scores}", flush=True)
+    print(f"== 4/6 score the archive on Ray Data with INT8 actors -> {scores}", flush=True)
     connect_ray()
-    summary = score.run(score.ScoreConfig(archive=archive, model=model, out=scores,
-                                          metadata=f"{archive}/Data_Entry_2017.csv",
-                                          s3_endpoint=cfg.s3_endpoint, progress_every_s=5.0))
-    print(f"demo done: {summary.rows} rows ({summary.ok} ok, {summary.errors} errors) at {summary.results_uri}",
+    single = score.run(score.ScoreConfig(archive=archive, model=model, out=scores, metadata=metadata,
+                                         s3_endpoint=cfg.s3_endpoint, progress_every_s=5.0))
+    image = cfg.grid * cfg.input_size
+    print(f"== 5/6 tile ensemble: {cfg.grid}x{cfg.grid} {cfg.model} models of {cfg.input_size}px tiles over "
+          f"{image}px images, one Ray actor per position -> {ensemble}; scored into {scores}", flush=True)
+    train_tiles.run(train_tiles.TrainTilesConfig(
+        archive=archive, out=ensemble, image_size=image, tile_size=cfg.input_size, stride=cfg.input_size,
+        backbone=cfg.model, epochs=cfg.epochs, seed=cfg.seed, calibration_size=min(300, cfg.n_images // 2),
+        s3_endpoint=cfg.s3_endpoint))
+    tiled = score.run(score.ScoreConfig(archive=archive, model=ensemble, out=scores, metadata=metadata,
+                                        s3_endpoint=cfg.s3_endpoint, progress_every_s=5.0))
+    print(f"== 6/6 report: ensemble vs single model on the test split -> {reports}", flush=True)
+    r = report.run(report.ReportConfig(results=(tiled.results_uri, single.results_uri), metadata=metadata,
+                                       out=reports, archive=archive, bootstrap=200, seed=cfg.seed,
+                                       s3_endpoint=cfg.s3_endpoint))
+    print(f"demo done: {single.rows} rows per run ({single.errors} errors) under {scores}; test mean AUROC "
+          f"ensemble {r.mean_auroc:.4f} vs single model {r.baseline_mean_auroc:.4f}; open {reports}/report.html",
           flush=True)
-    return summary
+    return tiled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,252 @@
+"""`tilescope report` on real scored runs (two INT8 models over the synthetic archive), from local disk and S3,
+on hand-built runs (uncommitted, with heatmaps, 120k rows), and its HTML rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+
+import boto3
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from jobs import report, score
+from storage.fs import StorageError
+from storage.metadata_files import load_metadata
+from storage.reports import open_run
+from tests.integration.results_tables import make_run, write_image_shard
+from tests.integration.test_score_s3 import upload_dir
+from xray.labels import LABELS, prob_column
+from xray.report_plots import BASELINE_COLOUR, NEGATIVE_COLOUR, POSITIVE_COLOUR, ROC_COLOUR
+
+pytestmark = pytest.mark.integration
+
+
+def read_csv(path: str) -> list[dict]:
+    return pacsv.read_csv(path).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def scored(local_ray, tiny_models, tmp_path_factory) -> dict:
+    """The tiny archive scored by both tiny INT8 models into one --out root (two run directories)."""
+    root = tmp_path_factory.mktemp("report_scores")
+    metadata = os.path.join(tiny_models["archive"], "Data_Entry_2017.csv")
+    runs = [score.run(score.ScoreConfig(archive=tiny_models["archive"], model=model, out=str(root / "scores"),
+                                        metadata=metadata, chunk_size=16)).results_uri
+            for model in tiny_models["models"]]
+    return {"runs": runs, "root": str(root / "scores"), "metadata": metadata, "archive": tiny_models["archive"]}
+
+
+@pytest.fixture(scope="module")
+def two_run_report(scored, tmp_path_factory) -> dict:
+    out = str(tmp_path_factory.mktemp("report") / "report")
+    cfg = report.ReportConfig(results=tuple(scored["runs"]), metadata=scored["metadata"], out=out, eval_split="all",
+                              bootstrap=300, seed=7)
+    return {"cfg": cfg, "summary": report.run(cfg), "out": out}
+
+
+def truth_and_probs(run_uri: str, metadata: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Independent of the report: every ok row's id, ground truth (N, 14) and probabilities (N, 14)."""
+    rows = pads.dataset(run_uri, format="parquet").to_table().to_pylist()
+    rows = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["image_id"])
+    by_id = {e.image_index: e.labels for e in load_metadata(metadata).entries}
+    y = np.array([by_id[r["image_id"]] for r in rows])
+    p = np.array([[r[prob_column(label)] for label in LABELS] for r in rows], dtype=np.float64)
+    return [r["image_id"] for r in rows], y, p
+
+
+def test_report_values_agree_with_sklearn_and_the_results(scored, two_run_report):
+    out, summary = two_run_report["out"], two_run_report["summary"]
+    ids, y, p = truth_and_probs(scored["runs"][0], scored["metadata"])
+    _, y_b, p_b = truth_and_probs(scored["runs"][1], scored["metadata"])
+    assert summary.rows == summary.scored == summary.evaluated == len(ids) == 80
+    aurocs = read_csv(os.path.join(out, "auroc.csv"))
+    assert [r["label"] for r in aurocs] == list(LABELS)
+    both = 0
+    for j, row in enumerate(aurocs):
+        assert row["positives"] == int(y[:, j].sum()) and row["negatives"] == 80 - int(y[:, j].sum())
+        if 0 < y[:, j].sum() < 80:
+            both += 1
+            assert row["auroc"] == pytest.approx(roc_auc_score(y[:, j], p[:, j]), abs=1e-6)
+            assert row["baseline_auroc"] == pytest.approx(roc_auc_score(y_b[:, j], p_b[:, j]), abs=1e-6)
+            assert row["delta"] == pytest.approx(row["auroc"] - row["baseline_auroc"], abs=1e-9)
+            assert row["ci_low"] - 1e-9 <= row["auroc"] <= row["ci_high"] + 1e-9
+            assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
+            assert row["paired_images"] == 80
+        else:
+            assert row["auroc"] is None and row["ci_low"] is None
+    assert both >= 8  # the synthetic archive draws most findings
+    body = json.load(open(os.path.join(out, "report.json")))
+    assert body["mean_auroc"] == pytest.approx(np.mean([r["auroc"] for r in aurocs if r["auroc"] is not None]))
+    assert [r["committed"] for r in body["runs"]] == [True, True] and body["runs"][0]["rows"] == 80
+    assert sorted(os.listdir(out)) == sorted(body["files"])
+    assert pq.read_schema(os.path.join(out, "auroc.parquet")).metadata[b"tilescope.report_schema_version"] == b"1"
+
+    # Thresholds: fit on train_val reaches the target there; the screening view ranks all 80 images.
+    fit_ids = set(load_metadata(scored["metadata"]).train_val)
+    fit = np.array([i in fit_ids for i in ids])
+    thresholds = {r["label"]: r for r in read_csv(os.path.join(out, "thresholds.csv"))}
+    for j, label in enumerate(LABELS):
+        t = thresholds[label]
+        if y[fit, j].sum():
+            assert np.mean(p[fit & (y[:, j] == 1), j] >= np.float32(t["threshold"])) >= 0.9
+            assert t["fit_positives"] == int(y[fit, j].sum()) and t["fit_sensitivity"] >= 0.9
+        else:
+            assert t["threshold"] is None and t["fit_flagged"] == 0
+    screening = pq.read_table(os.path.join(out, "screening.parquet")).to_pylist()
+    assert len(screening) == 80 and sorted(r["image_id"] for r in screening) == ids
+    assert [r["rank"] for r in screening] == list(range(1, 81))
+    assert all(a["top_prob"] >= b["top_prob"] for a, b in zip(screening, screening[1:], strict=False))
+    row = screening[0]
+    i = ids.index(row["image_id"])
+    assert row["top_prob"] == pytest.approx(p[i].max()) and row["top_label"] == LABELS[int(p[i].argmax())]
+    expected = [label for j, label in enumerate(LABELS) if thresholds[label]["threshold"] is not None
+                and p[i, j] >= np.float32(thresholds[label]["threshold"])]
+    assert row["flagged_labels"] == "|".join(expected) and row["n_flagged"] == len(expected)
+    assert read_csv(os.path.join(out, "errors.csv")) == []
+
+
+def test_same_inputs_same_report_and_ambiguous_root_refused(scored, two_run_report, tmp_path):
+    again = str(tmp_path / "again")
+    report.run(report.ReportConfig(**{**two_run_report["cfg"].__dict__, "out": again}))
+    for name in ("auroc.csv", "thresholds.csv", "screening.csv", "report.html"):
+        assert open(os.path.join(again, name), "rb").read() == open(os.path.join(two_run_report["out"], name),
+                                                                     "rb").read(), name
+    with pytest.raises(StorageError, match="holds several runs"):
+        open_run(scored["root"])
+
+
+def test_report_reads_and_writes_s3(scored, s3_endpoint, s3_bucket, tmp_path):
+    name = os.path.basename(scored["runs"][0])
+    upload_dir(scored["runs"][0], s3_bucket, f"scores/{name}", s3_endpoint)
+    for listing in ("Data_Entry_2017.csv", "train_val_list.txt", "test_list.txt"):
+        boto3.client("s3", endpoint_url=s3_endpoint).upload_file(
+            os.path.join(scored["archive"], listing), s3_bucket, f"nih/{listing}")
+    common = {"bootstrap": 200, "seed": 3}
+    # The --out root of `score` with one run in it is accepted for that run.
+    s3 = report.run(report.ReportConfig(results=(f"s3://{s3_bucket}/scores",), out=f"s3://{s3_bucket}/report",
+                                        metadata=f"s3://{s3_bucket}/nih/Data_Entry_2017.csv",
+                                        s3_endpoint=s3_endpoint, **common))
+    local = report.run(report.ReportConfig(results=(scored["runs"][0],), metadata=scored["metadata"],
+                                           out=str(tmp_path / "local"), **common))
+    assert s3.out_uri == f"s3://{s3_bucket}/report" and s3.evaluated == local.evaluated > 0
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="report/")["Contents"]}
+    assert keys == {f"report/{f}" for f in s3.files}
+    for table in ("auroc.csv", "thresholds.csv", "screening.csv"):
+        body = client.get_object(Bucket=s3_bucket, Key=f"report/{table}")["Body"].read()
+        assert body == open(tmp_path / "local" / table, "rb").read(), table
+    assert pq.read_table(io.BytesIO(client.get_object(Bucket=s3_bucket, Key="report/auroc.parquet")["Body"]
+                                    .read())).num_rows == 14
+
+
+def test_uncommitted_run_is_refused_unless_allow_partial(tmp_path):
+    run = make_run(str(tmp_path), 500, commit=False)
+    cfg = report.ReportConfig(results=(run.run_dir,), metadata=run.metadata, out=str(tmp_path / "r"), bootstrap=50)
+    with pytest.raises(ValueError, match="not committed.*--allow-partial"):
+        report.run(cfg)
+    assert not os.path.exists(tmp_path / "r")
+    summary = report.run(report.ReportConfig(**{**cfg.__dict__, "allow_partial": True}))
+    body = json.load(open(tmp_path / "r" / "report.json"))
+    assert body["runs"][0]["committed"] is False and any("not committed" in n for n in body["notes"])
+    assert "Throughput (last attempt)</dt><dd>n/a (not committed)" in open(tmp_path / "r" / "report.html").read()
+    assert summary.scored == 497 and summary.rows == 500
+    errors = read_csv(str(tmp_path / "r" / "errors.csv"))
+    assert errors == [{"reason": "corrupt or truncated image data", "rows": 3,
+                       "example_image_id": errors[0]["example_image_id"],
+                       "example_error": f"corrupt or truncated image data: row {errors[0]['example_image_id']}"}]
+
+
+def test_heatmap_overlays_for_the_top_flagged_images(tmp_path):
+    run = make_run(str(tmp_path), 60, heatmap_shape=(14, 4, 4))
+    write_image_shard(os.path.dirname(run.metadata), run.image_ids)
+    cfg = report.ReportConfig(results=(run.run_dir,), metadata=run.metadata, out=str(tmp_path / "r"),
+                              archive=os.path.dirname(run.metadata), overlays=5, bootstrap=50)
+    assert report.run(cfg).overlays == 5
+    html = open(tmp_path / "r" / "report.html").read()
+    assert html.count('<figure class="overlay">') == 5 and html.count("data:image/png;base64,") == 5
+    screening = pq.read_table(tmp_path / "r" / "screening.parquet").to_pylist()
+    for row in screening[:5]:  # the top five, each captioned with its top label
+        assert f"{row['image_id']}: {row['top_label']} {row['top_prob']:.3f}" in html
+    assert all(r["tile_max"] is not None and 0.0 <= r["tile_max"] < 0.2 for r in screening)
+    # Without --archive, and for a run without heatmaps, the section says why it is empty.
+    report.run(report.ReportConfig(**{**cfg.__dict__, "archive": None, "out": str(tmp_path / "n")}))
+    assert "pass --archive" in open(tmp_path / "n" / "report.html").read()
+    plain = make_run(str(tmp_path / "plain"), 60)
+    report.run(report.ReportConfig(results=(plain.run_dir,), metadata=plain.metadata, out=str(tmp_path / "p"),
+                                   archive=os.path.dirname(plain.metadata), bootstrap=50))
+    assert "This run has no heatmaps" in open(tmp_path / "p" / "report.html").read()
+
+
+def test_120k_result_rows(tmp_path):
+    run = make_run(str(tmp_path), 120_000, seed=4)
+    summary = report.run(report.ReportConfig(results=(run.run_dir,), metadata=run.metadata, out=str(tmp_path / "r"),
+                                             bootstrap=200))
+    ok = ~run.errors
+    assert summary.scored == 119_997 and summary.evaluated == int((ok & run.test).sum())
+    aurocs = read_csv(str(tmp_path / "r" / "auroc.csv"))
+    eval_rows = ok & run.test
+    for j, row in enumerate(aurocs):
+        assert row["auroc"] == pytest.approx(roc_auc_score(run.labels[eval_rows, j], run.probs[eval_rows, j]),
+                                             abs=1e-6)
+        assert row["ci_high"] - row["ci_low"] < 0.15
+    for row in read_csv(str(tmp_path / "r" / "thresholds.csv")):
+        assert row["fit_sensitivity"] >= 0.9
+        se = np.sqrt(0.9 * 0.1 / row["apply_positives"])
+        assert abs(row["apply_sensitivity"] - 0.9) < 4 * se  # fit on train_val, applied to test
+    assert pq.read_metadata(tmp_path / "r" / "screening.parquet").num_rows == 119_997
+
+
+# ---- the page in a browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (installed by `make test`); skipped when absent outside CI, a failure in CI."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed; `make test` installs it")
+    return path
+
+
+def browse(chromium: str, html: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'profile'}", *args, f"file://{html}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def colour_pixels(img: np.ndarray, hex_colour: str, tolerance: int = 12) -> int:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(img[..., :3].astype(int) - rgb).max(axis=-1) <= tolerance).sum())
+
+
+def test_html_renders_in_headless_chromium(chromium, two_run_report, tmp_path):
+    html = os.path.join(two_run_report["out"], "report.html")
+    shot = tmp_path / "report.png"
+    browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1280,2600")
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape == (2600, 1280, 3)
+    assert (img.min(axis=-1) < 240).mean() > 0.03  # not blank
+    aurocs = read_csv(os.path.join(two_run_report["out"], "auroc.csv"))
+    curves = sum(r["auroc"] is not None for r in aurocs)
+    assert colour_pixels(img, ROC_COLOUR) > 150 * curves  # every curve drawn (about 2.5 px x 200+ px each)
+    assert colour_pixels(img, BASELINE_COLOUR) > 50 * curves
+    assert colour_pixels(img, POSITIVE_COLOUR) > 300 and colour_pixels(img, NEGATIVE_COLOUR) > 300
+
+    dom = browse(chromium, html, tmp_path, "--dump-dom").stdout
+    assert dom.count('<svg class="roc"') == 14 and dom.count('class="roc-curve"') == curves
+    assert dom.count('class="roc-baseline"') == curves
+    assert dom.count('<svg class="histogram"') == 14 and dom.count('<svg class="auroc-chart"') == 1
+    assert dom.count("<tr>") >= 1 + 14 + 14 + 25
