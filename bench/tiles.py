@@ -84,6 +84,7 @@ def main() -> None:
     best = max(fp32, key=fp32.get)
     delta = int8[best] - fp32[best]
     bf16_ratio = speed["bf16"] / speed["fp32"]
+    seq1, seq2 = runs["sequential_1cpu"][0], runs["sequential_2cpu"][0]
     md = f"""## Tile-ensemble training (issue 4)
 
 Command: `.venv/bin/python -m bench.tiles --images {args.images} --epochs {args.epochs}`
@@ -100,8 +101,8 @@ Synthetic archive: {args.images} images at 512 px (small findings), decoded once
 | run | Ray CPUs | actor CPUs | wall s | speed-up of 2 actors |
 |---|---|---|---|---|
 | 2 actors at once | 2 | 1 | {par_s:.1f} | 1.00x |
-| one after the other, 1 CPU | 1 | 1 | {runs['sequential_1cpu'][0]:.1f} | {runs['sequential_1cpu'][0] / par_s:.2f}x |
-| one after the other, 2 CPUs each | 2 | 2 | {runs['sequential_2cpu'][0]:.1f} | {runs['sequential_2cpu'][0] / par_s:.2f}x |
+| one after the other, 1 CPU | 1 | 1 | {seq1:.1f} | {seq1 / par_s:.2f}x |
+| one after the other, 2 CPUs each | 2 | 2 | {seq2:.1f} | {seq2 / par_s:.2f}x |
 
 Target: >= 1.7x over one after the other. Per-actor training throughput in the parallel run:
 {', '.join(f'{t:.0f}' for t in tiles_s)} tiles/s.

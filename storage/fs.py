@@ -39,6 +39,7 @@ class Location:
     fs: pafs.FileSystem
     path: str
     uri: str
+    endpoint: str | None = None  # the S3 endpoint the filesystem was built for (None: AWS or local)
 
     @property
     def is_s3(self) -> bool:
@@ -47,13 +48,13 @@ class Location:
     def join(self, *parts: str) -> Location:
         path = posixpath.join(self.path, *parts)
         sep = "" if self.uri.endswith("/") else "/"
-        return Location(self.fs, path, self.uri + sep + "/".join(parts))
+        return Location(self.fs, path, self.uri + sep + "/".join(parts), self.endpoint)
 
 
-def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
+def _s3_filesystem(endpoint: str | None, attempts: int = 8) -> pafs.S3FileSystem:
     kwargs: dict = {
         # Transient S3 errors (throttling, 5xx, resets) are retried with backoff by the AWS SDK.
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=8),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
         "connect_timeout": 5,
         "request_timeout": 60,
     }
@@ -79,7 +80,8 @@ def resolve(uri: str, endpoint: str | None = None) -> Location:
         rest = uri[len("s3://") :].rstrip("/")
         if not rest:
             raise StorageError(f"{uri}: an s3:// URI needs a bucket, e.g. s3://bucket/prefix")
-        return Location(_s3_filesystem(s3_endpoint(endpoint)), rest, "s3://" + rest)
+        resolved = s3_endpoint(endpoint)
+        return Location(_s3_filesystem(resolved), rest, "s3://" + rest, resolved)
     if uri.startswith("file://"):
         path = urlparse(uri).path
     elif "://" in uri:
@@ -96,8 +98,10 @@ def check_reachable(loc: Location) -> None:
     if not loc.is_s3:
         return
     bucket = loc.path.split("/", 1)[0]
+    # A probe with two attempts: a wrong endpoint should fail in seconds, not after eight backoffs.
+    probe = _s3_filesystem(loc.endpoint, attempts=2)
     try:
-        info = loc.fs.get_file_info(bucket)
+        info = probe.get_file_info(bucket)
     except OSError as exc:
         raise StorageError(f"s3://{bucket}: cannot reach the bucket ({_short(exc)}); "
                            "check the endpoint (--s3-endpoint) and AWS credentials") from exc

@@ -72,8 +72,38 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float, iters: int = 50) -
     return w
 
 
-def fit_stacked(val_probs: np.ndarray, val_labels: np.ndarray, ridge: float = 1.0) -> StackedWeights:
-    """(N, T, L) validation position probabilities + (N, L) labels -> stacked combiner weights."""
+RIDGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+def _log_loss(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    p = np.clip(_sigmoid(x @ w[:-1] + w[-1]), _EPS, 1.0 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def choose_ridge(x: np.ndarray, y: np.ndarray, ridges: tuple[float, ...] = RIDGES, folds: int = 5) -> float:
+    """The ridge with the lowest cross-validated log loss on (x, y): validation sets are small (tens of
+    positives), and an unregularised T-weight fit over-trusts one position."""
+    n = len(y)
+    order = np.random.default_rng(0).permutation(n)
+    parts = [order[k::folds] for k in range(folds)]
+    best, best_loss = ridges[-1], np.inf
+    for ridge in ridges:
+        losses = []
+        for part in parts:
+            train = np.setdiff1d(order, part)
+            if len(part) == 0 or not 0 < y[train].sum() < len(train):
+                continue
+            losses.append(_log_loss(x[part], y[part], _fit_logistic(x[train], y[train], ridge)))
+        if losses and np.mean(losses) < best_loss:
+            best, best_loss = ridge, float(np.mean(losses))
+    return best
+
+
+def fit_stacked(val_probs: np.ndarray, val_labels: np.ndarray, ridge: float | None = None) -> StackedWeights:
+    """(N, T, L) validation position probabilities + (N, L) labels -> stacked combiner weights.
+
+    ridge=None chooses it per label by 5-fold cross-validation on the validation split itself.
+    """
     n, t, n_labels = val_probs.shape
     weights = np.full((n_labels, t), 1.0 / t)
     bias = np.zeros(n_labels)
@@ -82,7 +112,8 @@ def fit_stacked(val_probs: np.ndarray, val_labels: np.ndarray, ridge: float = 1.
     for j in range(n_labels):
         y = val_labels[:, j].astype(np.float64)
         if 0 < y.sum() < n:
-            w = _fit_logistic(z[:, :, j], y, ridge)
+            lam = ridge if ridge is not None else choose_ridge(z[:, :, j], y)
+            w = _fit_logistic(z[:, :, j], y, lam)
             weights[j], bias[j], fitted[j] = w[:-1], w[-1], True
     return StackedWeights(weights, bias, fitted)
 

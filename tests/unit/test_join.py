@@ -101,3 +101,14 @@ def test_peak_in_box_and_chance_rate():
     assert not peak_in_box(heat, (40, 40, 10, 10), cell=16)
     assert box_cell_fraction((4, 4), (0, 0, 64, 64), 16) == 1.0
     assert box_cell_fraction((4, 4), (1, 1, 4, 4), 16) == 1 / 16
+
+
+def test_cross_validated_ridge_shrinks_when_validation_is_pure_noise():
+    from xray.join import RIDGES, choose_ridge
+
+    rng = np.random.default_rng(5)
+    noise_x, noise_y = rng.normal(size=(60, 4)), (rng.random(60) < 0.3).astype(float)
+    assert choose_ridge(noise_x, noise_y) >= 10.0  # nothing to learn: strong shrinkage wins
+    signal_x = rng.normal(size=(400, 4))
+    signal_y = (signal_x[:, 2] * 3 + rng.normal(0, 0.5, 400) > 0).astype(float)
+    assert choose_ridge(signal_x, signal_y) == RIDGES[0]  # a clear signal: the weakest ridge fits best
