@@ -123,6 +123,12 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    if path.ipex:
+        # Only when intel-extension-for-pytorch imports and matches torch (xray.precision.ipex_version).
+        import intel_extension_for_pytorch as ipex
+
+        dtype = torch.bfloat16 if path.precision == Precision.BF16 else torch.float32
+        model, optimizer = ipex.optimize(model, optimizer=optimizer, dtype=dtype)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weights(train[1]))
     history = []
     for epoch in range(start_epoch, epochs):
