@@ -157,8 +157,9 @@ class TileTrainer:
                 seed=plan.seed * 1000 + plan.position, start_epoch=start, optimizer_state=optimizer_state,
                 on_epoch=checkpoint)
         rates = [h["images_per_s"] for h in history[start:]]
-        return PositionResult(plan.position, tuple(history), start, ray.get_runtime_context().get_node_id(),
-                              self.path.describe(), float(np.mean(rates)) if rates else 0.0)
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        return PositionResult(plan.position, tuple(history), start, node, self.path.describe(),
+                              float(np.mean(rates)) if rates else 0.0)
 
     def export(self, split: Split, *shards: DecodedShard) -> PositionExport:
         """Trained checkpoint -> OpenVINO FP32 IR -> NNCF INT8 with a seeded calibration subset of train tiles."""

@@ -180,7 +180,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
 def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id: str, input_size: int,
             labels: list[str], expected_total: int | None) -> int:
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
     from actors.ensemble_scorer import EnsembleScorer, heatmap_shape
     from actors.scorer import Int8Scorer
@@ -195,7 +195,11 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     # Reading (inflate + slice a shard) and writing are light and hold no CPU reservation: with every CPU
     # reserved by scorer actors, a reserved read or write task could never be scheduled and the pipeline
     # would stall. Ray Data's backpressure still bounds how many run and how much they buffer.
-    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0)
+    # At most one shard per scorer actor is read at a time: reads are far faster than scoring, and unbounded
+    # they would inflate the whole archive into the object store (memory growing with the archive).
+    actors = pool_size(cfg)
+    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0,
+                                  compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
     ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_cpus)
     ensemble = artifact.manifest.get("kind") == "ensemble"
@@ -207,7 +211,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
         # A fixed-size pool: a batch job wants every actor from the start (autoscaling up from one actor
         # wastes the first minutes). Ray Data fuses decode_chunk into this operator when their resources
         # match, so each actor decodes and scores its chunk without another copy between processes.
-        compute=ActorPoolStrategy(size=pool_size(cfg)),
+        compute=ActorPoolStrategy(size=actors),
         num_cpus=cfg.actor_cpus,
         # Ray Data gives pool actors max_restarts=-1 and max_task_retries=-1 by default: a killed actor is
         # restarted and its in-flight chunk retried. The chunk file name is fixed, so a retry overwrites

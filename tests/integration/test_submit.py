@@ -28,7 +28,7 @@ from jobs import synth
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
-N_IMAGES = 200  # in chunks of 1: Ray Data's per-chunk cost makes the run long enough to stop part-way
+N_IMAGES = 200  # scored in chunks of 1: a stop part-way leaves most of them to the resumed run
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,9 @@ def _stop_head(head: subprocess.Popen, temp_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    # A short path of its own: Ray's unix sockets live under it (107-byte limit), and teardown finds this
-    # head's processes by it. The GCS and raylet listen as every local Ray does (`ray start` resolves
-    # 127.0.0.1 to the node's address for them) and check the token; the HTTP jobs API binds 127.0.0.1 only.
+    # A short path of its own: Ray's unix sockets live under it (107-byte limit). The GCS and raylet listen
+    # as every local Ray does (`ray start` resolves 127.0.0.1 to the node's address for them) and check the
+    # token; the HTTP jobs API, the one this module talks to, binds 127.0.0.1 only.
     temp_dir = tempfile.mkdtemp(prefix="tsray", dir="/tmp")
     token_file = Path(temp_dir, "auth_token")
     token_file.write_text(secrets.token_hex(32))
@@ -138,6 +138,32 @@ def part_files(out: Path) -> list[str]:
     return glob.glob(str(out / "*" / "part-*.parquet"))
 
 
+# Ray's own processes on the head that the stop itself goes through; everything else the raylet runs is the job's.
+RAY_SERVICES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::JobSupervisor")
+
+
+def freeze_job_workers(head: Head) -> list[psutil.Process]:
+    """SIGSTOP the workers running the job's tasks and actors (readers, scorers, writers, idle ones that could
+    take over), so that a stop lands part-way through the run however fast this machine scores: once
+    started, a run this small finishes within the time `tilescope stop` takes to start."""
+    raylet = next(p for p in psutil.Process(head.pid).children() if p.name() == "raylet")
+    frozen = []
+    for worker in raylet.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            title = " ".join(worker.cmdline())
+            if title.startswith("ray::") and not title.startswith(RAY_SERVICES):
+                for proc in (worker, *worker.children(recursive=True)):
+                    proc.suspend()
+                    frozen.append(proc)
+    return frozen
+
+
+def thaw(processes: list[psutil.Process]) -> None:
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.resume()
+
+
 def test_submit_and_follow_until_it_succeeds(ray_head, tmp_path):
     out = tmp_path / "archive"
     result = tilescope(ray_head, "submit", "synth", "--out", str(out), "--n-images", "8", "--size", "64", "--follow")
@@ -170,7 +196,11 @@ def test_stop_then_resume_under_the_same_run_id_skips_finished_work(ray_head, ti
     while not part_files(out):
         assert time.monotonic() < deadline, tilescope(ray_head, "logs", run_id).stdout
         time.sleep(0.02)
-    stop = tilescope(ray_head, "stop", run_id)
+    frozen = freeze_job_workers(ray_head)
+    try:
+        stop = tilescope(ray_head, "stop", run_id)
+    finally:
+        thaw(frozen)  # whatever the stop left of them exits or is reused; writes are atomic and idempotent
     assert stop.returncode == 0 and stop.stdout.strip() == f"{run_id}: STOPPED", stop.stdout + stop.stderr
     done_before = len(part_files(out))
     assert 0 < done_before < N_IMAGES, "the run finished before it could be stopped"
