@@ -189,6 +189,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     # Ray's per-operator progress bars are noise in `ray job logs`; ProgressLine prints one line instead.
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    actors = pool_size(cfg)
     source = ArchiveChunks(todo, cfg.chunk_size, done_chunks, cfg.s3_endpoint)
     # One block per chunk: override_num_blocks = number of read tasks stops Ray Data from splitting read
     # outputs to reach its minimum block count (a split chunk could not be written whole).
@@ -197,7 +198,6 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     # would stall. Ray Data's backpressure still bounds how many run and how much they buffer.
     # At most one shard per scorer actor is read at a time: reads are far faster than scoring, and unbounded
     # they would inflate the whole archive into the object store (memory growing with the archive).
-    actors = pool_size(cfg)
     ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0,
                                   compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
     ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
@@ -221,7 +221,9 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
                    "model": artifact.manifest["model"], "artifact_sha256": artifact.sha256,
                    "precision": cfg.precision, "run_id": run_id,
                    "heatmap_shape": heatmap_shape(artifact.manifest) if ensemble else None}
-    ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0)
+    # Zero-CPU tasks are not limited by CPUs: cap the writers, or every finished chunk starts one more
+    # worker process and memory grows with the archive.
+    ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0, compute=TaskPoolStrategy(size=actors))
     line = ProgressLine(expected_total, cfg.progress_every_s)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))

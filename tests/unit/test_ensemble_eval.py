@@ -66,3 +66,28 @@ def test_evaluate_ensemble_fits_on_val_and_reports_every_join():
     assert int(np.argmax(ev.position_test_mean_auroc)) == 1
     assert all(len(v) == len(LABELS) for v in ev.thresholds.values())
     assert ev.localisation is None
+
+
+def test_tile_trainer_resumes_from_its_checkpoint_without_ray(tmp_path):
+    """The actor class is plain: run it in-process, stop after 2 epochs, then ask for 3 with a fresh instance."""
+    from dataclasses import replace
+
+    from actors.tile_trainer import PositionPlan, Split, TileTrainer
+
+    rng = np.random.default_rng(0)
+    ids = [f"{i:03d}.png" for i in range(40)]
+    shards = (_shard("a", ids, rng),)
+    labels = (rng.random((40, len(LABELS))) < 0.3).astype(np.float32)
+    split = Split(tuple(ids[:30]), tuple(ids[30:36]), tuple(ids[36:]), labels[:30], labels[30:36])
+    plan = PositionPlan(position=1, grid=TileGrid(40, 32, 8), backbone="dwsep_cnn", labels=LABELS, epochs=2,
+                        batch_size=8, lr=1e-3, seed=0, precision="fp32", threads=1, calibration_size=8,
+                        preset="performance", work_uri=str(tmp_path / "work"))
+    first = TileTrainer(plan).fit(split, *shards)
+    assert first.resumed_from_epoch == 0 and [h["epoch"] for h in first.history] == [0, 1]
+    assert (tmp_path / "work" / "p001" / "checkpoint.pt").exists()
+    again = TileTrainer(replace(plan, epochs=3)).fit(split, *shards)
+    assert again.resumed_from_epoch == 2 and [h["epoch"] for h in again.history] == [0, 1, 2]
+    # the first two epochs were not trained again: their records come back from the checkpoint unchanged
+    assert [(h["loss"], h["seconds"]) for h in again.history[:2]] == [(h["loss"], h["seconds"]) for h in first.history]
+    done = TileTrainer(replace(plan, epochs=3)).fit(split, *shards)
+    assert done.resumed_from_epoch == 3 and done.tiles_per_s == 0.0  # nothing left to train
