@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from actors.scorer import DEFAULT_CACHE_DIR, compile_ir, infer_async
+from actors.scorer import Int8Scorer, compile_ir, infer_async
 from storage.artifacts import open_artifact
 from xray.join import Combiner, StackedWeights, coarse_heatmap, combine
 from xray.labels import prob_column
@@ -35,19 +35,13 @@ def heatmap_shape(manifest: dict) -> tuple[int, int, int]:
     return (len(manifest["labels"]), probe.shape[2], probe.shape[3])
 
 
-class EnsembleScorer:
-    """Scores chunks with every position model of an ensemble artifact and joins them."""
+class EnsembleScorer(Int8Scorer):
+    """Scores chunks with every position model of an ensemble artifact and joins them (same constructor
+    and batch contract as Int8Scorer; `precision` picks each position's IR)."""
 
-    def __init__(self, artifact_uri: str, precision: str = "int8", threads: int = 1, streams: int = 1,
-                 infer_batch: int = 8, endpoint: str | None = None, cache_dir: str | None = None) -> None:
-        self.artifact_uri = artifact_uri
-        self.precision = precision
-        self.threads = max(1, threads)
-        self.streams = max(1, streams)
-        self.infer_batch = infer_batch
-        self.endpoint = endpoint
-        self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
-        self._queues: list | None = None
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._queues: list | None = None  # one AsyncInferQueue per position, created lazily in the actor
 
     def _load(self) -> None:
         artifact = open_artifact(self.artifact_uri, self.endpoint)

@@ -23,16 +23,8 @@ from dataclasses import dataclass
 from jobs.cli import config_from_args, parser_for, require_valid
 from storage.fs import StorageError, check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
-from xray.synth import (
-    MIN_SIZE,
-    CaseRecord,
-    CsvStyle,
-    encode_png,
-    render_bbox_csv,
-    render_data_entry_csv,
-    render_split_lists,
-    synth_case,
-)
+from xray.synth import MIN_SIZE, encode_png, synth_case
+from xray.synth_metadata import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
 
 MAX_SIZE = 4096
 MAX_SHARDS = 999  # shard names carry three digits, like NIH's images_001..images_012

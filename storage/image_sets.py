@@ -66,16 +66,9 @@ def load_image_set(
     found: dict[str, np.ndarray] = {}
     errors: list[tuple[str, str]] = []
     for shard in list_shards(archive, endpoint):
-        for member in iter_members(shard, endpoint):
-            if wanted is not None and member.image_id not in wanted:
-                continue
-            if member.error is not None or member.data is None:
-                errors.append((member.image_id, member.error or "no data"))
-                continue
-            try:
-                found[member.image_id] = decode_resized(member.data, size)
-            except DecodeError as exc:
-                errors.append((member.image_id, str(exc)))
+        decoded = load_shard_images(shard, None if wanted is None else frozenset(wanted), size, endpoint)
+        found.update(zip(decoded.ids.tolist(), decoded.pixels, strict=True))
+        errors.extend(decoded.errors)
     ids = tuple(sorted(found))
-    pixels = np.stack([found[i] for i in ids])[:, None] if ids else np.zeros((0, 1, size, size), np.uint8)
+    pixels = np.stack([found[i] for i in ids]) if ids else np.zeros((0, 1, size, size), np.uint8)
     return ImageSet(ids=ids, pixels=pixels, errors=tuple(errors))

@@ -1,4 +1,5 @@
-"""Deterministic synthetic chest-X-ray-like images with learnable, localized findings, and NIH-style metadata.
+"""Deterministic synthetic chest-X-ray-like images with learnable, localized findings, and NIH-style metadata
+records (rendered to the NIH files by xray/synth_metadata.py).
 
 `synth_case(index, seed, size)` depends only on its arguments: the same triple always gives the same
 pixels, findings, boxes and patient. Patients own consecutive indices: every block of 12 indices holds
@@ -12,16 +13,15 @@ from +, *, sqrt (correctly rounded), clip and polynomial smoothsteps only.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from functools import partial
 
 import numpy as np
 from PIL import Image
 
-from xray.labels import LABELS, NO_FINDING
-from xray.metadata import DATA_ENTRY_HEADER, split_patients
+from xray.labels import LABELS
+from xray.synth_metadata import CaseRecord
 
 P_NO_FINDING = 0.40
 # P(1..4 findings | abnormal): mean 2.3 findings over 14 labels -> each label in ~10% of images.
@@ -31,36 +31,9 @@ WORK_RES = 256  # anatomy and findings are drawn at most at this resolution, the
 MIN_SIZE = 32
 # Findings whose box covers well under 5% of the image: what a whole-image downscale tends to lose.
 SMALL_FINDINGS = ("Atelectasis", "Mass", "Nodule", "Pneumothorax", "Pleural_Thickening", "Hernia")
-# BBox_List_2017.csv annotates only these 8 labels, and spells Infiltration "Infiltrate".
-BBOX_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
-               "Pneumonia", "Pneumothorax")
-_BBOX_SPELLING = {"Infiltration": "Infiltrate"}
 _REAL_SPACINGS_MM = (0.139, 0.143, 0.168, 0.171)  # at the original ~2500 px width
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the image side
-
-
-class CsvStyle(StrEnum):
-    """Which Data_Entry release to imitate: 2017 ends every line with a comma, 2020 does not."""
-
-    V2017 = "2017"
-    V2020 = "2020"
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    """Everything known about one synthetic image except its pixels."""
-
-    image_index: str  # "{patient_id:08d}_{follow_up:03d}.png"
-    findings: tuple[str, ...]  # names from LABELS in LABELS order; () means "No Finding"
-    bboxes: tuple[tuple[str, float, float, float, float], ...]  # (label, x, y, w, h) in pixels
-    patient_id: int
-    follow_up: int
-    gender: str  # "M" | "F"
-    age: int
-    view: str  # "PA" | "AP"
-    size: int  # the image is (size, size)
-    spacing: float  # pixel spacing, mm
 
 
 @dataclass(frozen=True, eq=False)
@@ -376,34 +349,3 @@ def encode_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
-
-
-def render_data_entry_csv(cases: Sequence[CaseRecord], style: CsvStyle | str = CsvStyle.V2017) -> str:
-    """Data_Entry_2017.csv text with the real header quirks (style 2017: every line ends with a comma)."""
-    end = "," if CsvStyle(style) is CsvStyle.V2017 else ""
-    lines = [",".join(DATA_ENTRY_HEADER) + end]
-    for c in cases:
-        found = "|".join(c.findings) or NO_FINDING
-        lines.append(f"{c.image_index},{found},{c.follow_up},{c.patient_id},{c.age},{c.gender},{c.view},"
-                     f"{c.size},{c.size},{c.spacing!r},{c.spacing!r}{end}")
-    return "\n".join(lines) + "\n"
-
-
-def render_split_lists(cases: Sequence[CaseRecord], test_fraction: float, seed: int) -> tuple[str, str]:
-    """(train_val_list.txt, test_list.txt) texts; split by patient, image names sorted, one per line."""
-    _, test_ids = split_patients((c.patient_id for c in cases), test_fraction, seed)
-    held = set(test_ids)
-    train_val = sorted(c.image_index for c in cases if c.patient_id not in held)
-    test = sorted(c.image_index for c in cases if c.patient_id in held)
-    return "".join(f"{n}\n" for n in train_val), "".join(f"{n}\n" for n in test)
-
-
-def render_bbox_csv(cases: Sequence[CaseRecord]) -> str:
-    """BBox_List_2017.csv text: boxes of the 8 annotated labels only, grouped by label like the real file."""
-    rows = ["Image Index,Finding Label,Bbox [x,y,w,h],,,"]  # BBOX_HEADER as the real file spells it
-    for label in BBOX_LABELS:
-        name = _BBOX_SPELLING.get(label, label)
-        for c in cases:
-            rows.extend(f"{c.image_index},{name},{x!r},{y!r},{w!r},{h!r}"
-                        for box_label, x, y, w, h in c.bboxes if box_label == label)
-    return "\n".join(rows) + "\n"

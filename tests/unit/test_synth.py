@@ -15,7 +15,6 @@ from jobs.synth import SynthConfig, main, run, shard_plan
 from xray.labels import LABELS
 from xray.metadata import entries_by_image, parse_bbox_list, parse_data_entry, parse_split_list
 from xray.synth import (
-    BBOX_LABELS,
     PAINTERS,
     SMALL_FINDINGS,
     _anatomy,
@@ -24,11 +23,9 @@ from xray.synth import (
     draw_findings,
     encode_png,
     patient_of,
-    render_bbox_csv,
-    render_data_entry_csv,
-    render_split_lists,
     synth_case,
 )
+from xray.synth_metadata import BBOX_LABELS, render_bbox_csv, render_data_entry_csv, render_split_lists
 
 
 @pytest.fixture(scope="module")
