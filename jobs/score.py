@@ -11,6 +11,7 @@ Rerunning the same command resumes: finished chunks are skipped, a committed run
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
 import time
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
 from jobs.score_stages import ProgressLine, count_results, decode_chunk, write_chunks
-from storage.archive_source import ArchiveChunks
+from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
 from storage.artifacts import open_artifact
 from storage.fs import check_reachable, resolve
@@ -52,7 +53,12 @@ class ScoreConfig:
     precision: str = "int8"
     """Which IR of the artifact to run: int8 or fp32."""
     chunk_size: int = 64
-    """Images per chunk: the unit of decode tasks, scoring calls, output files and resume."""
+    """Most images per chunk: the unit of scoring calls, output files and resume."""
+    chunk_mb: int = 32
+    """Most MiB of image bytes per chunk; an image larger than this becomes an error row."""
+    buffer_mb: int = 256
+    """Object-store MiB per scorer actor that the pipeline may fill ahead of scoring (read-ahead); bounds
+    memory whatever the archive's size. 0 = Ray Data's default budget (a share of the object store)."""
     actors: int = 0
     """Scorer actors in the pool (fixed size); 0 = the cluster's CPUs / --actor-cpus."""
     actor_cpus: float = 1.0
@@ -92,6 +98,10 @@ def validate(cfg: ScoreConfig) -> None:
         problems.append(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.chunk_size < 1:
         problems.append("--chunk-size must be at least 1")
+    if cfg.chunk_mb < 1:
+        problems.append("--chunk-mb must be at least 1")
+    if cfg.buffer_mb < 0:
+        problems.append("--buffer-mb must be 0 (Ray Data's default) or more")
     if cfg.actors < 0:
         problems.append("--actors must be 0 (auto) or more")
     if cfg.actor_cpus <= 0 or cfg.decode_cpus <= 0:
@@ -190,16 +200,30 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     actors = pool_size(cfg)
-    source = ArchiveChunks(todo, cfg.chunk_size, done_chunks, cfg.s3_endpoint)
-    # One block per chunk: override_num_blocks = number of read tasks stops Ray Data from splitting read
-    # outputs to reach its minimum block count (a split chunk could not be written whole).
+    chunk_bytes = cfg.chunk_mb * 2**20
+    source = ArchiveChunks(todo, cfg.chunk_size, chunk_bytes, done_chunks, cfg.s3_endpoint)
+    # Whole chunks per block: a block target that never slices a chunk (see storage/archive_source.py), and
+    # override_num_blocks = number of read tasks, which stops Ray Data from splitting read outputs to reach
+    # its minimum block count.
     # Reading (inflate + slice a shard) and writing are light and hold no CPU reservation: with every CPU
     # reserved by scorer actors, a reserved read or write task could never be scheduled and the pipeline
     # would stall. Ray Data's backpressure still bounds how many run and how much they buffer.
     # At most one shard per scorer actor is read at a time: reads are far faster than scoring, and unbounded
     # they would inflate the whole archive into the object store (memory growing with the archive).
-    ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0,
-                                  compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
+    # The dataset takes a copy of the current DataContext: set this run's limits, create it, restore them.
+    saved = ctx.target_max_block_size, ctx.execution_options
+    try:
+        ctx.target_max_block_size = read_block_target(chunk_bytes)
+        if cfg.buffer_mb:
+            # Read-ahead is bounded by Ray Data's object-store budget; its default (a share of the object
+            # store) lets fast reads buffer gigabytes ahead of the scorers, growing memory up to that share.
+            ctx.execution_options = copy.deepcopy(ctx.execution_options)
+            ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+                object_store_memory=actors * cfg.buffer_mb * 2**20)
+        ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0,
+                                      compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
+    finally:
+        ctx.target_max_block_size, ctx.execution_options = saved
     ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_cpus)
     ensemble = artifact.manifest.get("kind") == "ensemble"
@@ -211,7 +235,8 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
         # A fixed-size pool: a batch job wants every actor from the start (autoscaling up from one actor
         # wastes the first minutes). Ray Data fuses decode_chunk into this operator when their resources
         # match, so each actor decodes and scores its chunk without another copy between processes.
-        compute=ActorPoolStrategy(size=actors),
+        # Two chunks in flight per actor: one scoring, one waiting, so an actor never idles between chunks.
+        compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
         num_cpus=cfg.actor_cpus,
         # Ray Data gives pool actors max_restarts=-1 and max_task_retries=-1 by default: a killed actor is
         # restarted and its in-flight chunk retried. The chunk file name is fixed, so a retry overwrites

@@ -53,6 +53,9 @@ class SynthConfig:
     """Fraction of patients listed in test_list.txt (the rest go to train_val_list.txt)."""
     csv_style: str = "2017"
     """Data_Entry format: 2017 (trailing comma on every line) or 2020 (none)."""
+    finding_scale: float = 1.0
+    """Size factor of the focal findings (nodule, mass, ...): 0.5 makes small findings that a whole-image
+    downscale loses, the case tile ensembles are for."""
     s3_endpoint: str | None = None
     """S3 endpoint for MinIO/Ceph/moto; default from the environment."""
 
@@ -96,6 +99,8 @@ def validate(cfg: SynthConfig) -> None:
         problems.append(f"--seed must be non-negative, got {cfg.seed}")
     if not 0.0 < cfg.test_fraction < 1.0:
         problems.append(f"--test-fraction must be in (0, 1), got {cfg.test_fraction}")
+    if not 0.1 <= cfg.finding_scale <= 2.0:
+        problems.append(f"--finding-scale must be in [0.1, 2.0], got {cfg.finding_scale}")
     if cfg.csv_style not in {s.value for s in CsvStyle}:
         problems.append(f"--csv-style {cfg.csv_style!r} is not one of {', '.join(s.value for s in CsvStyle)}")
     require_valid(problems)
@@ -107,7 +112,8 @@ def shard_plan(n_images: int, shards: int) -> list[tuple[str, range]]:
             for k in range(shards)]
 
 
-def build_shard(indices: range, seed: int, size: int) -> tuple[bytes, list[CaseRecord]]:
+def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0
+                ) -> tuple[bytes, list[CaseRecord]]:
     """A deterministic tar.gz of images/<name>.png for `indices`, and the cases' metadata."""
     buf = io.BytesIO()
     records: list[CaseRecord] = []
@@ -116,7 +122,7 @@ def build_shard(indices: range, seed: int, size: int) -> tuple[bytes, list[CaseR
     with gzip.GzipFile(filename="", fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
-            case = synth_case(index, seed, size)
+            case = synth_case(index, seed, size, finding_scale)
             png = encode_png(case.image)
             info = tarfile.TarInfo(f"images/{case.image_index}")
             info.size, info.mtime, info.mode = len(png), 0, 0o644
@@ -149,7 +155,7 @@ def run(cfg: SynthConfig) -> SynthSummary:
     shard_uris: list[str] = []
     written = 0
     for name, indices in plan:
-        data, shard_records = build_shard(indices, cfg.seed, cfg.size)
+        data, shard_records = build_shard(indices, cfg.seed, cfg.size, cfg.finding_scale)
         target = out.join(name)
         write_bytes_atomic(target, data)
         shard_uris.append(target.uri)

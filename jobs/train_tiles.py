@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -89,6 +89,9 @@ class TrainTilesSummary:
     evaluation: EnsembleEvaluation | None
     already_complete: bool
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of decode (all shards), positions (train + export of every position) and join (evaluate
+    + save); what is left of `seconds` is planning and connecting to Ray."""
 
 
 def validate(cfg: TrainTilesConfig) -> TileGrid:
@@ -148,6 +151,8 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
           f"work {work_uri(cfg)}", flush=True)
 
     connect_ray()
+    phases: dict[str, float] = {}
+    t_phase = time.perf_counter()
     # Decode: one task per shard; results stay in the object store, shared by every position actor.
     decode = ray.remote(load_shard_images).options(num_cpus=1, max_retries=3)
     shard_refs = [decode.remote(s, wanted, grid.image_size, cfg.s3_endpoint) for s in shards]
@@ -161,8 +166,13 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
     print(f"decoded {len(present)} images once ({skipped} unreadable skipped): train {len(split.train)}, "
           f"val {len(split.val)}, test {len(split.test)}", flush=True)
 
+    phases["decode"] = time.perf_counter() - t_phase
+
     # Train + export: one actor per position.
+    t_phase = time.perf_counter()
     results, exports = _train_positions(cfg, grid, ray.put(split), shard_refs)
+    phases["positions"] = time.perf_counter() - t_phase
+    t_phase = time.perf_counter()
 
     # Join, evaluate, save.
     stack = {name: np.stack([getattr(e, name) for e in exports], axis=1)  # (N, T, L) per split and precision
@@ -174,12 +184,14 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
                                    split.val_labels, labels_for(split.test, meta), split.test, meta.bboxes,
                                    dimensions)
     sha = _save(cfg, grid, results, exports, evaluation, split)
+    phases["join"] = time.perf_counter() - t_phase
     summary = TrainTilesSummary(cfg.out, sha, grid.shape, tuple(results), evaluation, False,
-                                time.perf_counter() - t0)
+                                time.perf_counter() - t0, phases)
     best = evaluation.test_mean_auroc["fp32"]
     print(f"ensemble {cfg.out} (sha256 {sha[:12]}): test mean AUROC "
           + ", ".join(f"{c} {best[c]:.4f}" for c in best)
-          + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc['int8'][cfg.combiner]:.4f}", flush=True)
+          + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc['int8'][cfg.combiner]:.4f}; wall "
+          + ", ".join(f"{name} {s:.1f}s" for name, s in phases.items()), flush=True)
     return summary
 
 

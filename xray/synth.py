@@ -31,6 +31,9 @@ WORK_RES = 256  # anatomy and findings are drawn at most at this resolution, the
 MIN_SIZE = 32
 # Findings whose box covers well under 5% of the image: what a whole-image downscale tends to lose.
 SMALL_FINDINGS = ("Atelectasis", "Mass", "Nodule", "Pneumothorax", "Pleural_Thickening", "Hernia")
+# Focal findings whose size `finding_scale` changes (the diffuse ones keep theirs: an enlarged heart or a
+# hyperlucent lung has no "small" version). The same random draws are made at any scale.
+SCALED_FINDINGS = ("Atelectasis", "Mass", "Nodule", "Infiltration", "Pneumonia", "Consolidation", "Hernia")
 _REAL_SPACINGS_MM = (0.139, 0.143, 0.168, 0.171)  # at the original ~2500 px width
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the image side
@@ -68,6 +71,8 @@ class _Grid:
     y: np.ndarray
     x: np.ndarray
     r: int
+    finding_scale: float = 1.0
+    """Size factor for the focal findings (SCALED_FINDINGS); 1.0 draws them at their usual size."""
 
 
 def patient_of(index: int, seed: int) -> tuple[int, int]:
@@ -165,14 +170,14 @@ def _box(cy: float, cx: float, ry: float, rx: float) -> Box:
 
 def _paint_nodule(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     cy, cx = _lung_point(rng, a, int(rng.integers(2)))
-    rad = rng.uniform(0.010, 0.014)
+    rad = rng.uniform(0.010, 0.014) * g.finding_scale
     img += 0.32 * _ellipse(g, cy, cx, rad, rad, edge=0.4)
     return _box(cy, cx, 1.3 * rad, 1.3 * rad)
 
 
 def _paint_mass(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     cy, cx = _lung_point(rng, a, int(rng.integers(2)))
-    rad = rng.uniform(0.04, 0.055)
+    rad = rng.uniform(0.04, 0.055) * g.finding_scale
     lobes = np.zeros_like(img)
     for dy, dx in rng.uniform(-0.35, 0.35, size=(3, 2)):  # lobulated: a union of offset discs
         lobes = np.maximum(lobes, _ellipse(g, cy + dy * rad, cx + dx * rad, 0.75 * rad, 0.75 * rad, 0.3))
@@ -183,6 +188,7 @@ def _paint_mass(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator
 def _paint_atelectasis(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     cy, cx = _lung_point(rng, a, int(rng.integers(2)), 0.2, 0.65)
     half_len, half_th, tilt = rng.uniform(0.06, 0.09), rng.uniform(0.007, 0.011), rng.uniform(-0.25, 0.25)
+    half_len, half_th = half_len * g.finding_scale, half_th * g.finding_scale
     band_y = cy + tilt * (g.x - cx)
     img += 0.3 * _smoothstep((half_th - np.abs(g.y - band_y)) / half_th) \
         * _smoothstep((half_len - np.abs(g.x - cx)) / 0.02)
@@ -212,7 +218,7 @@ def _patch(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator, *, 
            threshold: float, size: tuple[float, float]) -> Box:
     """Infiltration (fine grain) and pneumonia (coarse, confluent): a hazy region with noisy blotches."""
     cy, cx = _lung_point(rng, a, int(rng.integers(2)))
-    ry, rx = rng.uniform(*size), rng.uniform(*size) * 0.8
+    ry, rx = rng.uniform(*size) * g.finding_scale, rng.uniform(*size) * 0.8 * g.finding_scale
     region = _ellipse(g, cy, cx, ry, rx, edge=0.5)
     blotches = _smoothstep((_smooth_noise(rng, g.r, max(3, g.r // grain)) - threshold) / 0.25)
     img += gain * region * (0.35 + 0.65 * blotches)  # a faint core even where the noise is low
@@ -221,7 +227,7 @@ def _patch(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator, *, 
 
 def _paint_consolidation(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     cy, cx = _lung_point(rng, a, int(rng.integers(2)), 0.0, 0.6)
-    ry, rx = rng.uniform(0.06, 0.08), rng.uniform(0.05, 0.07)
+    ry, rx = rng.uniform(0.06, 0.08) * g.finding_scale, rng.uniform(0.05, 0.07) * g.finding_scale
     region = _ellipse(g, cy, cx, ry, rx, edge=0.2)
     bronchi = _smoothstep((_triangle(40.0 * (g.x - cx) + 8.0 * (g.y - cy)) - 0.85) / 0.1)  # air bronchograms
     _lerp(img, 0.66, region * (1.0 - 0.5 * bronchi))
@@ -290,7 +296,7 @@ def _paint_pleural_thickening(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.ra
 
 def _paint_hernia(img: np.ndarray, g: _Grid, a: _Anatomy, rng: np.random.Generator) -> Box:
     cy, cx = a.heart_cy + a.heart_ry * rng.uniform(0.5, 0.8), 0.5 + rng.uniform(-0.02, 0.03)
-    rad = rng.uniform(0.035, 0.05)
+    rad = rng.uniform(0.035, 0.05) * g.finding_scale
     sac = _ellipse(g, cy, cx, rad, rad * 1.2, edge=0.2)
     air = _smoothstep((cy - 0.2 * rad - g.y) / 0.004)  # gas above an air-fluid level
     img += 0.2 * sac * (1.0 - air)
@@ -310,10 +316,15 @@ PAINTERS: dict[str, Painter] = {
 }
 
 
-def synth_case(index: int, seed: int, size: int) -> SynthCase:
-    """One deterministic synthetic case; image uint8 (size, size), boxes in its pixel coordinates."""
+def synth_case(index: int, seed: int, size: int, finding_scale: float = 1.0) -> SynthCase:
+    """One deterministic synthetic case; image uint8 (size, size), boxes in its pixel coordinates.
+
+    finding_scale shrinks (< 1) or grows the focal findings (SCALED_FINDINGS) about their centres.
+    """
     if index < 0 or size < MIN_SIZE:
         raise ValueError(f"need index >= 0 and size >= {MIN_SIZE}, got index={index}, size={size}")
+    if not 0.1 <= finding_scale <= 2.0:
+        raise ValueError(f"finding_scale must be within [0.1, 2.0], got {finding_scale}")
     patient_id, follow_up = patient_of(index, seed)
     patient_rng = np.random.default_rng([seed, 2, patient_id])
     gender = "M" if patient_rng.random() < 0.56 else "F"
@@ -325,7 +336,7 @@ def synth_case(index: int, seed: int, size: int) -> SynthCase:
     findings = draw_findings(rng)
     r = min(size, WORK_RES)
     centres = (np.arange(r, dtype=np.float32) + 0.5) / r
-    grid = _Grid(y=centres[:, None], x=centres[None, :], r=r)
+    grid = _Grid(y=centres[:, None], x=centres[None, :], r=r, finding_scale=finding_scale)
     img = _background(grid, anatomy, rng, view)
     boxes = []
     for label in findings:  # each finding draws from its own stream: adding one moves no other

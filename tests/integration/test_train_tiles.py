@@ -77,6 +77,8 @@ def test_positions_spread_survive_node_loss_and_rerun_is_noop(cluster, archive, 
 
     # Every position trained all its epochs, on at least two distinct nodes, and the artifact is whole.
     assert summary.grid == (2, 2) and len(summary.positions) == 4
+    assert list(summary.phases) == ["decode", "positions", "join"]
+    assert all(v > 0 for v in summary.phases.values()) and sum(summary.phases.values()) <= summary.seconds
     for r in summary.positions:
         assert [h["epoch"] for h in r.history] == list(range(8))
     assert len({r.node_id for r in summary.positions}) >= 2

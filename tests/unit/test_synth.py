@@ -90,6 +90,24 @@ def test_small_findings_have_small_boxes(cases_128: list) -> None:
     assert min(areas["Cardiomegaly"]) > 0.05  # a whole-heart finding, for contrast
 
 
+def test_finding_scale_shrinks_focal_findings_only() -> None:
+    def areas(scale: float) -> dict[str, float]:
+        out: dict[str, float] = collections.defaultdict(float)
+        for i in range(120):
+            for label, _, _, w, h in synth_case(i, seed=3, size=128, finding_scale=scale).bboxes:
+                out[label] += w * h
+        return out
+
+    full, half = areas(1.0), areas(0.5)
+    for label in ("Nodule", "Mass", "Consolidation", "Hernia"):
+        assert 0.15 < half[label] / full[label] < 0.35, label  # a box of half the side: ~1/4 the area
+    assert half["Cardiomegaly"] == full["Cardiomegaly"]  # diffuse findings keep their size
+    same = synth_case(7, seed=3, size=128, finding_scale=1.0)
+    assert same.image.tobytes() == synth_case(7, seed=3, size=128).image.tobytes()
+    with pytest.raises(ValueError, match="finding_scale"):
+        synth_case(0, seed=0, size=64, finding_scale=0.0)
+
+
 @pytest.mark.parametrize("label", LABELS)
 def test_each_finding_is_visible_inside_its_box(label: str) -> None:
     # Uses the private background on purpose: before/after one painter isolates that finding's pixels.
