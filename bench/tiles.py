@@ -2,7 +2,8 @@
 
 - training tiles/s of one position, bf16 autocast vs fp32 (same tiles, same model, one thread);
 - 2 position actors on 2 cores vs the same positions trained one after the other (one actor, one CPU;
-  and, as a stricter baseline, one actor with both cores);
+  and, as a stricter baseline, one actor with both cores): the positions phase (train + export of every
+  position) and the whole job (with decode, join and Ray start-up);
 - the ensemble's test mean AUROC (mean, max, stacked joins) vs a single whole-image model with the same
   per-model input size; heatmap localisation against the archive's boxes;
 - INT8 ensemble vs FP32 ensemble mean AUROC.
@@ -59,13 +60,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=900)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--tile-size", type=int, default=128)
+    parser.add_argument("--stride", type=int, default=64)
+    parser.add_argument("--finding-scale", type=float, default=0.5, help="synth size factor of focal findings")
     args = parser.parse_args()
-    image, tile = 256, 128
+    image, tile, stride = args.image_size, args.tile_size, args.stride
     speed = math_speed(tile, 512, 4)
     with tempfile.TemporaryDirectory() as tmp:
         archive = os.path.join(tmp, "archive")
-        synth.run(synth.SynthConfig(out=archive, n_images=args.images, size=512, shards=4, seed=21))
-        common = dict(archive=archive, image_size=image, tile_size=tile, stride=tile, backbone="dwsep_cnn",
+        synth.run(synth.SynthConfig(out=archive, n_images=args.images, size=512, shards=4, seed=21,
+                                    finding_scale=args.finding_scale))
+        common = dict(archive=archive, image_size=image, tile_size=tile, stride=stride, backbone="dwsep_cnn",
                       epochs=args.epochs, batch_size=32, calibration_size=200, precision="fp32", seed=0)
         runs = {}
         for name, cpus, actor_cpus in (("parallel", 2, 1.0), ("sequential_1cpu", 1, 1.0),
@@ -85,24 +91,29 @@ def main() -> None:
     delta = int8[best] - fp32[best]
     bf16_ratio = speed["bf16"] / speed["fp32"]
     seq1, seq2 = runs["sequential_1cpu"][0], runs["sequential_2cpu"][0]
+    pos = {name: r[1].phases["positions"] for name, r in runs.items()}
+    grid = ens.grid
     md = f"""## Tile-ensemble training (issue 4)
 
-Command: `.venv/bin/python -m bench.tiles --images {args.images} --epochs {args.epochs}`
+Command: `.venv/bin/python -m bench.tiles --images {args.images} --epochs {args.epochs} --image-size {image} \
+--tile-size {tile} --stride {stride} --finding-scale {args.finding_scale}`
 Machine: {machine_line()}.
-Synthetic archive: {args.images} images at 512 px (small findings), decoded once at {image} px; grid
-2x2 of {tile} px tiles (4 positions), dwsep_cnn, {args.epochs} epochs, batch 32, fp32.
+Synthetic archive: {args.images} images at 512 px, focal findings drawn at {args.finding_scale}x their usual size
+(`tilescope synth --finding-scale`), decoded once at {image} px; grid {grid[0]}x{grid[1]} of {tile} px tiles,
+stride {stride} ({grid[0] * grid[1]} positions), dwsep_cnn, {args.epochs} epochs, batch 32, fp32.
 
 **bf16 vs fp32** (one position model, 1 thread, {tile} px tiles): fp32 {speed['fp32']:.1f} tiles/s, bf16
 {speed['bf16']:.1f} tiles/s, ratio {bf16_ratio:.2f}x (target >= 1.5x on AMX; this CPU has
 {'AMX' if has_amx_bf16() else 'no AMX, so bf16 is emulated and auto mode trains in fp32'}).
 
-**Parallel actors** (whole `train_tiles.run`, decode + train + export + join, wall time):
+**Parallel actors** (wall time of the positions phase, every position trained and exported, and of the whole
+`train_tiles.run`: Ray start-up, decode, positions, join and save):
 
-| run | Ray CPUs | actor CPUs | wall s | speed-up of 2 actors |
-|---|---|---|---|---|
-| 2 actors at once | 2 | 1 | {par_s:.1f} | 1.00x |
-| one after the other, 1 CPU | 1 | 1 | {seq1:.1f} | {seq1 / par_s:.2f}x |
-| one after the other, 2 CPUs each | 2 | 2 | {seq2:.1f} | {seq2 / par_s:.2f}x |
+| run | Ray CPUs | actor CPUs | positions s | speed-up of 2 actors | whole job s | speed-up of 2 actors |
+|---|---|---|---|---|---|---|
+| 2 actors at once | 2 | 1 | {pos['parallel']:.1f} | 1.00x | {par_s:.1f} | 1.00x |
+| one after the other, 1 CPU | 1 | 1 | {pos['sequential_1cpu']:.1f} | {pos['sequential_1cpu'] / pos['parallel']:.2f}x | {seq1:.1f} | {seq1 / par_s:.2f}x |
+| one after the other, 2 CPUs each | 2 | 2 | {pos['sequential_2cpu']:.1f} | {pos['sequential_2cpu'] / pos['parallel']:.2f}x | {seq2:.1f} | {seq2 / par_s:.2f}x |
 
 Target: >= 1.7x over one after the other. Per-actor training throughput in the parallel run:
 {', '.join(f'{t:.0f}' for t in tiles_s)} tiles/s.
@@ -113,7 +124,7 @@ Target: >= 1.7x over one after the other. Per-actor training throughput in the p
 |---|---|---|---|
 {rows}
 
-Single whole-image model at the same per-model input ({tile} px), same epochs: test mean AUROC
+Single whole-image model at the same per-model input ({tile} px: the {image} px image downscaled), same epochs: test mean AUROC
 {single.test_mean_auroc:.4f}. Best ensemble join ({best}) minus single: {fp32[best] - single.test_mean_auroc:+.4f}
 (target: ensemble above single). INT8 vs FP32 for that join: {delta:+.4f} (target |delta| <= 0.005:
 {'met' if abs(delta) <= 0.005 else 'NOT met'}). Each position alone: """ + ", ".join(

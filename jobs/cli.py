@@ -97,4 +97,17 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 _system_config=local_system_config(num_cpus or os.cpu_count() or 1))
+
+
+def local_system_config(cpus: int) -> dict:
+    """Ray settings for a Ray started here (the same goes into cluster.yaml and the KubeRay manifests).
+
+    Ray keeps at most num_workers_soft_limit idle worker processes (default: the node's CPUs) and kills the
+    rest after a second. A scoring run needs about three workers per CPU (the scorer actors plus the
+    zero-CPU read and write tasks beside them), so with the default the read/write workers are killed between
+    tasks and restarted, each restart importing pyarrow again: measured on 2 cores, worker start-up took
+    29 core-seconds of a 95 s run instead of 8 (docs/BENCHMARKS.md).
+    """
+    return {"num_workers_soft_limit": 3 * cpus + 2}
