@@ -56,14 +56,19 @@ class StackedWeights:
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float, iters: int = 50) -> np.ndarray:
-    """(N, F) features, (N,) 0/1 targets -> (F + 1,) weights with the bias last (Newton / IRLS)."""
+    """(N, F) features, (N,) 0/1 targets -> (F + 1,) weights with the bias last (Newton / IRLS).
+
+    The weights are shrunk towards the prior 1/F each (the mean of the features), not towards 0: a strong
+    ridge then falls back to the mean join, recalibrated by the bias, instead of to a constant score.
+    """
     xb = np.hstack([x, np.ones((x.shape[0], 1))])
-    w = np.zeros(xb.shape[1])
+    prior = np.append(np.full(x.shape[1], 1.0 / x.shape[1]), 0.0)
+    w = prior.copy()
     penalty = np.full(xb.shape[1], ridge)
     penalty[-1] = 0.0  # the bias is not shrunk
     for _ in range(iters):
         p = _sigmoid(xb @ w)
-        grad = xb.T @ (p - y) + penalty * w
+        grad = xb.T @ (p - y) + penalty * (w - prior)
         hess = (xb * (p * (1.0 - p))[:, None]).T @ xb + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
@@ -72,7 +77,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float, iters: int = 50) -
     return w
 
 
-RIDGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+RIDGES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
 
 def _log_loss(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
@@ -82,7 +87,8 @@ def _log_loss(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 def choose_ridge(x: np.ndarray, y: np.ndarray, ridges: tuple[float, ...] = RIDGES, folds: int = 5) -> float:
     """The ridge with the lowest cross-validated log loss on (x, y): validation sets are small (tens of
-    positives), and an unregularised T-weight fit over-trusts one position."""
+    positives), and an unregularised T-weight fit over-trusts one position; the largest ridges are
+    close to the mean join."""
     n = len(y)
     order = np.random.default_rng(0).permutation(n)
     parts = [order[k::folds] for k in range(folds)]

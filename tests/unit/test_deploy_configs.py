@@ -177,3 +177,16 @@ def test_image_pins_ray_and_the_wheel_version():
     dockerfile = (REPO / "deploy" / "kuberay" / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-py311-cpu" in dockerfile
     assert f"COPY dist/{WHEEL} " in dockerfile and f"pip install --no-cache-dir /tmp/{WHEEL}" in dockerfile
+
+
+def test_scoring_nodes_keep_idle_workers_for_reads_and_writes(cluster):
+    # Same rule as a local start (jobs/cli.local_system_config): ~3 idle workers per CPU, not Ray's 1.
+    from jobs.cli import local_system_config
+
+    start = [c for c in commands(cluster, "worker_start_ray_commands") if "ray start" in c]
+    assert start and all("RAY_num_workers_soft_limit=$((3 * $(nproc) / 2 + 2))" in c for c in start)
+    manifest = yaml.safe_load((REPO / "deploy" / "kuberay" / "rayjob-score.yaml").read_text())
+    for group in manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        env = {e["name"]: e["value"] for c in group["template"]["spec"]["containers"] for e in c.get("env", [])}
+        cpus = int(group["rayStartParams"]["num-cpus"])
+        assert int(env["RAY_num_workers_soft_limit"]) == local_system_config(cpus)["num_workers_soft_limit"]

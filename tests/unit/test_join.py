@@ -112,3 +112,18 @@ def test_cross_validated_ridge_shrinks_when_validation_is_pure_noise():
     signal_x = rng.normal(size=(400, 4))
     signal_y = (signal_x[:, 2] * 3 + rng.normal(0, 0.5, 400) > 0).astype(float)
     assert choose_ridge(signal_x, signal_y) == RIDGES[0]  # a clear signal: the weakest ridge fits best
+
+
+def test_strong_ridge_falls_back_to_the_mean_join():
+    # Four equally informative positions: the mean is the right join, and shrinkage must lead to it (a ridge
+    # towards 0 would instead flatten every score to the bias).
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(400, 1))
+    y = (z[:, 0] > 0.8).astype(float)
+    probs = 1.0 / (1.0 + np.exp(-(z + rng.normal(0, 2.0, size=(400, 4)))))[:, :, None]  # (N, T=4, L=1)
+    w = fit_stacked(probs, y[:, None], ridge=1e6)
+    np.testing.assert_allclose(w.weights, 0.25, atol=1e-3)
+    stacked = combine(probs, "stacked", w)[:, 0]
+    mean_logit = np.log(probs / (1 - probs)).mean(axis=1)[:, 0]
+    assert auroc(y, stacked) == pytest.approx(auroc(y, mean_logit), abs=1e-9)
+    assert auroc(y, combine(probs, "stacked", fit_stacked(probs, y[:, None]))[:, 0]) > auroc(y, probs[:, 0, 0]) + 0.05
