@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.inference", "bench.scoring", "bench.tiles")
+BENCHMARKS = ("bench.core_scaling", "bench.inference", "bench.scoring", "bench.tiles")
 
 
 def main() -> int:
