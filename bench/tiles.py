@@ -8,7 +8,7 @@
   per-model input size; heatmap localisation against the archive's boxes;
 - INT8 ensemble vs FP32 ensemble mean AUROC.
 
-    .venv/bin/python -m bench.tiles                 (about 10 minutes on 2 cores)
+    .venv/bin/python -m bench.tiles                 (about 15 minutes on 2 cores)
 """
 
 from __future__ import annotations
