@@ -184,7 +184,9 @@ class TileTrainer:
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
         t0 = time.perf_counter()
-        probs = {name: (infer_probs(m, val), infer_probs(m, test)) for name, m in (("fp32", fp32), ("int8", int8))}
+        threads = max(1, plan.threads)
+        probs = {name: (infer_probs(m, val, threads=threads), infer_probs(m, test, threads=threads))
+                 for name, m in (("fp32", fp32), ("int8", int8))}
         print(f"[{plan.tag}] exported FP32 + INT8 ({n_calib} calibration tiles); "
               f"evaluated in {time.perf_counter() - t0:.1f}s", flush=True)
         prefix = f"positions/{plan.tag}"

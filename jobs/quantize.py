@@ -99,11 +99,16 @@ def export_fp32(model: torch.nn.Module, input_size: int):  # -> openvino.Model
     return ov_model
 
 
-def infer_probs(ov_model, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Synchronous inference for evaluation: (N, 1, S, S) uint8 -> (N, L) float32."""
+def infer_probs(ov_model, pixels: np.ndarray, batch: int = 16, threads: int | None = None) -> np.ndarray:
+    """Synchronous inference for evaluation: (N, 1, S, S) uint8 -> (N, L) float32.
+
+    threads: inside an actor, its CPUs (unpinned), so that it does not spread over cores other actors hold;
+    None lets OpenVINO use the whole machine (a job run on its own).
+    """
     import openvino as ov
 
-    compiled = ov.Core().compile_model(ov_model, "CPU")
+    config = {} if threads is None else {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
+    compiled = ov.Core().compile_model(ov_model, "CPU", config)
     out = [compiled(pixels[i : i + batch])[0] for i in range(0, len(pixels), batch)]
     return np.concatenate(out).astype(np.float32)
 
