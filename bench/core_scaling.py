@@ -16,29 +16,16 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
-import numpy as np
-
 from bench.doc_sections import machine_line, write_section
 
 TILE, TILES, EPOCHS = 128, 512, 4
 
 
 def train_tiles_per_s(_: int = 0) -> float:
-    import torch
+    from bench.tiles import training_speed
+    from xray.precision import Precision
 
-    from xray.labels import LABELS
-    from xray.models import ModelSpec, build_model
-    from xray.precision import MathPath, Precision
-    from xray.training import fit
-
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (TILES, 1, TILE, TILE), dtype=np.uint8)
-    y = (rng.random((TILES, len(LABELS))) < 0.2).astype(np.float32)
-    model = build_model(ModelSpec("dwsep_cnn", LABELS, TILE))
-    path = MathPath(precision=Precision.FP32, channels_last=True, ipex=None, amx=False)
-    history = fit(model, (x, y), (x[:8], y[:8]), EPOCHS, 32, 1e-3, path, seed=0)
-    return float(np.median([h.images_per_s for h in history[1:]]))
+    return training_speed(Precision.FP32, TILE, TILES, EPOCHS)
 
 
 def decode_images_per_s(_: int = 0) -> float:

@@ -29,19 +29,21 @@ from xray.precision import MathPath, Precision, has_amx_bf16
 from xray.training import fit
 
 
-def math_speed(tile: int, n: int, epochs: int) -> dict[str, float]:
-    """Tiles/s of one position model (dwsep_cnn) on random tiles, fp32 vs bf16, one thread."""
+def training_speed(precision: Precision, tile: int, n: int, epochs: int) -> float:
+    """Tiles/s of one position model (dwsep_cnn) on n random tiles, one thread (median epoch after the first)."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 1, tile, tile), dtype=np.uint8)
     y = (rng.random((n, len(LABELS))) < 0.2).astype(np.float32)
-    out = {}
-    for precision in (Precision.FP32, Precision.BF16):
-        path = MathPath(precision=precision, channels_last=True, ipex=None, amx=has_amx_bf16())
-        model = build_model(ModelSpec("dwsep_cnn", LABELS, tile))
-        history = fit(model, (x, y), (x[:8], y[:8]), epochs, 32, 1e-3, path, seed=0)
-        out[precision.value] = float(np.median([h.images_per_s for h in history[1:]]))
-    return out
+    path = MathPath(precision=precision, channels_last=True, ipex=None, amx=has_amx_bf16())
+    model = build_model(ModelSpec("dwsep_cnn", LABELS, tile))
+    history = fit(model, (x, y), (x[:8], y[:8]), epochs, 32, 1e-3, path, seed=0)
+    return float(np.median([h.images_per_s for h in history[1:]]))
+
+
+def math_speed(tile: int, n: int, epochs: int) -> dict[str, float]:
+    """Tiles/s of one position model, fp32 vs bf16."""
+    return {p.value: training_speed(p, tile, n, epochs) for p in (Precision.FP32, Precision.BF16)}
 
 
 def timed_run(cfg: train_tiles.TrainTilesConfig, cpus: int) -> tuple[float, train_tiles.TrainTilesSummary]:
