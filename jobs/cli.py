@@ -107,7 +107,7 @@ def local_system_config(cpus: int) -> dict:
     Ray keeps at most num_workers_soft_limit idle worker processes (default: the node's CPUs) and kills the
     rest after a second. A scoring run needs about three workers per CPU (the scorer actors plus the
     zero-CPU read and write tasks beside them), so with the default the read/write workers are killed between
-    tasks and restarted, each restart importing pyarrow again: measured on 2 cores, worker start-up took
-    29 core-seconds of a 95 s run instead of 8 (docs/BENCHMARKS.md).
+    tasks and restarted, each restart importing pyarrow again: on 2 cores, 22 worker processes instead of 7
+    and 4x the CPU time in read/write workers (bench/worker_reuse.py, docs/BENCHMARKS.md).
     """
     return {"num_workers_soft_limit": 3 * cpus + 2}
