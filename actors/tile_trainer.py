@@ -1,20 +1,25 @@
-"""Trains, exports and quantizes the model of one tile position: a plain class that jobs/train_tiles.py
-runs as a Ray actor (one per position, restarted on failure).
+"""Trains, exports and quantizes tile-position models: a plain class that jobs/train_tiles.py runs as a
+pool of Ray actors (one per CPU slot, restarted on failure), each taking one epoch of one position at a
+time from xray.position_schedule, then the position's export.
 
 Inputs are small and picklable: a PositionPlan, the Split (image ids per split + labels) and the decoded
 shards (DecodedShard, passed as top-level object refs so every actor on a node reads the same shared
-memory: each image is decoded once per job, never once per position). The actor cuts its own position's
-tiles out of them.
+memory: each image is decoded once per job, never once per position). The actor cuts the position's tiles
+out of them for each call (a copy of one tile per image: milliseconds beside an epoch).
 
 Checkpoint: after every epoch the weights, optimizer state and history go to
-`<work>/p<position:03d>/checkpoint.pt` (atomic write, deterministic key). A restarted actor — same node
-or another after a node is lost — resumes from it; a position already trained is not trained again.
+`<work>/p<position:03d>/checkpoint.pt` (atomic write, deterministic key). It carries a position from one
+actor to the next, and lets a restarted actor (same node, or another after a node is lost) or a rerun
+resume; a position already trained is not trained again. Each actor also keeps the last checkpoints it
+wrote in memory, so the next epoch of a position it just trained skips the read. The weights do not depend
+on which actor trains which epoch: epoch e is seeded by (seed, position, e) alone.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,7 +35,7 @@ from xray.training import EpochResult, fit
 
 @dataclass(frozen=True)
 class PositionPlan:
-    """Everything one position's trainer needs besides data."""
+    """Everything needed to train one position besides data and the actor's CPUs."""
 
     position: int
     grid: TileGrid
@@ -40,8 +45,6 @@ class PositionPlan:
     batch_size: int
     lr: float
     seed: int
-    precision: str
-    threads: int
     calibration_size: int
     preset: str
     work_uri: str
@@ -50,6 +53,10 @@ class PositionPlan:
     @property
     def tag(self) -> str:
         return f"p{self.position:03d}"
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed * 1000 + self.position
 
 
 @dataclass(frozen=True)
@@ -64,21 +71,38 @@ class Split:
 
 
 @dataclass(frozen=True)
+class EpochReport:
+    """What one train_epoch call did to a position."""
+
+    position: int
+    epochs_before: int
+    """Epochs in the position's checkpoint when the call started."""
+    epochs_done: int
+    node_id: str
+    trained: dict | None
+    """The epoch's history record (EpochResult as a dict), or None if the position was already trained."""
+
+
+@dataclass(frozen=True)
 class PositionResult:
     position: int
     history: tuple[dict, ...]
     resumed_from_epoch: int
-    node_id: str
+    nodes: tuple[str, ...]
+    """Nodes that trained this run's epochs of the position, in order of first use."""
     math_path: str
     tiles_per_s: float
 
 
 @dataclass(frozen=True)
 class PositionExport:
-    """The position's FP32 and INT8 IR files and their probabilities on validation and test tiles (N, L)."""
+    """The position's FP32 and INT8 IR files, its training history and its probabilities on validation and
+    test tiles (N, L)."""
 
     position: int
     files: dict[str, bytes]
+    history: tuple[dict, ...]
+    math_path: str
     val_fp32: np.ndarray
     val_int8: np.ndarray
     test_fp32: np.ndarray
@@ -107,71 +131,92 @@ def position_tiles(shards: tuple[DecodedShard, ...], ids: tuple[str, ...], grid:
 
 
 class TileTrainer:
-    """One tile position: fit (with per-epoch checkpoints and resume), then export + INT8."""
+    """A trainer slot: trains any position one epoch per call (checkpointing it), then exports it + INT8."""
 
-    def __init__(self, plan: PositionPlan) -> None:
-        self.plan = plan
+    def __init__(self, threads: int, precision: str = "auto", keep_positions: int = 2) -> None:
         # Ray sets OMP_NUM_THREADS, but torch's intra-op pool must match the actor's CPUs explicitly.
-        torch.set_num_threads(max(1, plan.threads))
-        self.path = choose_math_path(plan.precision)
-        self.spec = ModelSpec(plan.backbone, plan.labels, plan.grid.tile_size)
-        self.ckpt = resolve(plan.work_uri, plan.endpoint).join(plan.tag, "checkpoint.pt")
+        self.threads = max(1, threads)
+        torch.set_num_threads(self.threads)
+        self.path = choose_math_path(precision)
+        self.keep_positions = max(0, keep_positions)
+        self._recent: OrderedDict[int, dict] = OrderedDict()
+        """position -> the checkpoint this actor last wrote for it (weights, optimizer, history)."""
 
-    def _load_checkpoint(self) -> dict | None:
-        if not exists(self.ckpt):
-            return None
-        return torch.load(io.BytesIO(read_bytes(self.ckpt)), weights_only=True)
-
-    def run(self, split: Split, *shards: DecodedShard) -> tuple[PositionResult, PositionExport]:
-        """Train (or resume) then export. One call, so a restarted actor's retry redoes both in order."""
-        return self.fit(split, *shards), self.export(split, *shards)
-
-    def fit(self, split: Split, *shards: DecodedShard) -> PositionResult:
+    def node(self) -> str:
+        """The node this actor runs on; also the driver's ping after a restart."""
         import ray
 
-        plan = self.plan
-        torch.manual_seed(plan.seed * 1000 + plan.position)
-        model = build_model(self.spec)
-        state = self._load_checkpoint()
-        start = 0
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+    def _checkpoint_uri(self, plan: PositionPlan):
+        return resolve(plan.work_uri, plan.endpoint).join(plan.tag, "checkpoint.pt")
+
+    def _state(self, plan: PositionPlan, epochs_done: int | None) -> dict | None:
+        """The position's latest checkpoint: from memory when it holds the epoch the driver expects, else
+        from the artifact store (None if the position has not started)."""
+        recent = self._recent.get(plan.position)
+        if recent is not None and epochs_done is not None and recent["epochs_done"] == epochs_done:
+            return recent
+        uri = self._checkpoint_uri(plan)
+        if not exists(uri):
+            if epochs_done:
+                raise RuntimeError(f"[{plan.tag}] checkpoint {uri.uri} is missing but {epochs_done} epochs "
+                                   f"were reported done; was the work directory removed mid-run?")
+            return None
+        return torch.load(io.BytesIO(read_bytes(uri)), weights_only=True)
+
+    def _remember(self, position: int, state: dict) -> None:
+        self._recent[position] = state
+        self._recent.move_to_end(position)
+        while len(self._recent) > self.keep_positions:
+            self._recent.popitem(last=False)
+
+    def train_epoch(self, plan: PositionPlan, epochs_done: int | None, split: Split,
+                    *shards: DecodedShard) -> EpochReport:
+        """Train the position's next epoch from its checkpoint (none: fresh seeded weights) and checkpoint it.
+
+        Idempotent: a position already at plan.epochs is left alone, so a retried call never overtrains.
+        """
+        state = self._state(plan, epochs_done)
+        before = int(state["epochs_done"]) if state is not None else 0
+        if before >= plan.epochs:
+            return EpochReport(plan.position, before, before, self.node(), None)
+        torch.manual_seed(plan.train_seed)
+        model = build_model(ModelSpec(plan.backbone, plan.labels, plan.grid.tile_size))
         history: list[dict] = []
-        optimizer_state = None
         if state is not None:
             model.load_state_dict(state["model"])
-            start, history, optimizer_state = int(state["epochs_done"]), list(state["history"]), state["optimizer"]
-            print(f"[{plan.tag}] resuming from checkpoint after epoch {start}/{plan.epochs}", flush=True)
-        if start < plan.epochs:
-            train = (position_tiles(shards, split.train, plan.grid, plan.position), split.train_labels)
-            val = (position_tiles(shards, split.val, plan.grid, plan.position), split.val_labels)
+            history = list(state["history"])
+        train = (position_tiles(shards, split.train, plan.grid, plan.position), split.train_labels)
+        val = (position_tiles(shards, split.val, plan.grid, plan.position), split.val_labels)
+        written: dict = {}
 
-            def checkpoint(r: EpochResult, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-                history.append(asdict(r))
-                buf = io.BytesIO()
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epochs_done": r.epoch + 1,
-                            "history": history, "math_path": self.path.describe()}, buf)
-                write_bytes_atomic(self.ckpt, buf.getvalue())
-                print(f"[{plan.tag}] epoch {r.epoch + 1}/{plan.epochs} loss {r.loss:.4f} "
-                      f"val mean AUROC {r.val_mean_auroc:.4f} {r.images_per_s:.1f} tiles/s", flush=True)
+        def checkpoint(r: EpochResult, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+            history.append(asdict(r))
+            written.update(model=net.state_dict(), optimizer=opt.state_dict(), epochs_done=r.epoch + 1,
+                           history=list(history), math_path=self.path.describe())
+            buf = io.BytesIO()
+            torch.save(written, buf)
+            write_bytes_atomic(self._checkpoint_uri(plan), buf.getvalue())
+            print(f"[{plan.tag}] epoch {r.epoch + 1}/{plan.epochs} loss {r.loss:.4f} "
+                  f"val mean AUROC {r.val_mean_auroc:.4f} {r.images_per_s:.1f} tiles/s", flush=True)
 
-            fit(model, train, val, plan.epochs, plan.batch_size, plan.lr, self.path,
-                seed=plan.seed * 1000 + plan.position, start_epoch=start, optimizer_state=optimizer_state,
-                on_epoch=checkpoint)
-        rates = [h["images_per_s"] for h in history[start:]]
-        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-        return PositionResult(plan.position, tuple(history), start, node, self.path.describe(),
-                              float(np.mean(rates)) if rates else 0.0)
+        fit(model, train, val, before + 1, plan.batch_size, plan.lr, self.path, seed=plan.train_seed,
+            start_epoch=before, optimizer_state=state["optimizer"] if state is not None else None,
+            on_epoch=checkpoint)
+        self._remember(plan.position, written)
+        return EpochReport(plan.position, before, before + 1, self.node(), history[-1])
 
-    def export(self, split: Split, *shards: DecodedShard) -> PositionExport:
+    def export(self, plan: PositionPlan, split: Split, *shards: DecodedShard) -> PositionExport:
         """Trained checkpoint -> OpenVINO FP32 IR -> NNCF INT8 with a seeded calibration subset of train tiles."""
         import nncf
 
         from jobs.quantize import export_fp32, infer_probs, ir_bytes
 
-        plan = self.plan
-        state = self._load_checkpoint()
+        state = self._state(plan, plan.epochs)
         if state is None or int(state["epochs_done"]) < plan.epochs:
-            raise RuntimeError(f"[{plan.tag}] export before training finished ({self.ckpt.uri})")
-        model = build_model(self.spec)
+            raise RuntimeError(f"[{plan.tag}] export before training finished ({self._checkpoint_uri(plan).uri})")
+        model = build_model(ModelSpec(plan.backbone, plan.labels, plan.grid.tile_size))
         model.load_state_dict(state["model"])
         model.eval()
         rng = np.random.default_rng([plan.seed, plan.position])
@@ -184,12 +229,13 @@ class TileTrainer:
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
         t0 = time.perf_counter()
-        threads = max(1, plan.threads)
-        probs = {name: (infer_probs(m, val, threads=threads), infer_probs(m, test, threads=threads))
+        probs = {name: (infer_probs(m, val, threads=self.threads), infer_probs(m, test, threads=self.threads))
                  for name, m in (("fp32", fp32), ("int8", int8))}
         print(f"[{plan.tag}] exported FP32 + INT8 ({n_calib} calibration tiles); "
               f"evaluated in {time.perf_counter() - t0:.1f}s", flush=True)
         prefix = f"positions/{plan.tag}"
         files = {**ir_bytes(fp32, f"{prefix}/fp32"), **ir_bytes(int8, f"{prefix}/int8")}
-        return PositionExport(plan.position, files, val_fp32=probs["fp32"][0], val_int8=probs["int8"][0],
-                              test_fp32=probs["fp32"][1], test_int8=probs["int8"][1])
+        self._recent.pop(plan.position, None)
+        return PositionExport(plan.position, files, tuple(state["history"]),
+                              str(state.get("math_path", self.path.describe())), val_fp32=probs["fp32"][0],
+                              val_int8=probs["int8"][0], test_fp32=probs["fp32"][1], test_int8=probs["int8"][1])

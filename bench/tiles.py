@@ -1,7 +1,7 @@
 """Tile-ensemble training (issue 4), one run on one synthetic archive with small findings:
 
 - training tiles/s of one position, bf16 autocast vs fp32 (same tiles, same model, one thread);
-- 2 position actors on 2 cores vs the same positions trained one after the other (one actor, one CPU;
+- 2 trainer actors on 2 cores vs the same positions trained one after the other (one actor, one CPU;
   and, as a stricter baseline, one actor with both cores): the positions phase (train + export of every
   position) and the whole job (with decode, join and Ray start-up);
 - the ensemble's test mean AUROC (mean, max, stacked joins) vs a single whole-image model with the same

@@ -80,7 +80,8 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
                                          s3_endpoint=cfg.s3_endpoint, progress_every_s=5.0))
     image = cfg.grid * cfg.input_size
     print(f"== 5/6 tile ensemble: {cfg.grid}x{cfg.grid} {cfg.model} models of {cfg.input_size}px tiles over "
-          f"{image}px images, one Ray actor per position -> {ensemble}; scored into {scores}", flush=True)
+          f"{image}px images, one model per position on a pool of Ray actors -> {ensemble}; scored into {scores}",
+          flush=True)
     train_tiles.run(train_tiles.TrainTilesConfig(
         archive=archive, out=ensemble, image_size=image, tile_size=cfg.input_size, stride=cfg.input_size,
         backbone=cfg.model, epochs=cfg.epochs, seed=cfg.seed, calibration_size=min(300, cfg.n_images // 2),

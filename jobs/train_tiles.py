@@ -2,9 +2,11 @@
 joined into image scores and heatmaps, exported and quantized to one INT8 ensemble artifact.
 
 Recipe: plan (grid, splits, labels) -> decode (one Ray task per shard, each image decoded once for the
-whole job, shared by every position through the object store) -> train (one TileTrainer actor per
-position, SPREAD across nodes, restarted on failure, resuming from per-epoch checkpoints) -> export
-(every position to FP32 IR + NNCF INT8, in parallel on the same actors) -> join (mean, max, stacked
+whole job, shared by every position through the object store) -> train (a pool of TileTrainer actors,
+one per CPU slot, SPREAD across nodes, restarted on failure; each takes one epoch of one position at a
+time, fewest epochs first, carried between actors by per-epoch checkpoints, so any number of positions
+shares the pool evenly) -> export (every position to FP32 IR + NNCF INT8, in parallel on the same actors)
+-> join (mean, max, stacked
 combiner and thresholds fit on validation; AUROC on test; heatmap localisation) -> save (the artifact,
 manifest last). Rerunning a finished job does nothing; rerunning a crashed one resumes every position.
 
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from actors.tile_trainer import PositionExport, PositionPlan, PositionResult, Split, TileTrainer
+from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, Split, TileTrainer
 from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
 from jobs.train import labels_for, split_ids
 from storage.archives import list_shards
@@ -34,6 +36,7 @@ from xray.ensemble_eval import EnsembleEvaluation, evaluate_ensemble
 from xray.join import Combiner
 from xray.labels import LABELS
 from xray.models import BACKBONES
+from xray.position_schedule import PositionSchedule, Step
 from xray.precision import Precision
 from xray.tiles import TileGrid
 
@@ -61,7 +64,9 @@ class TrainTilesConfig:
     lr: float = 1e-3
     """AdamW learning rate."""
     actor_cpus: float = 1.0
-    """CPUs Ray reserves per position actor; torch threads = max(1, floor(this))."""
+    """CPUs Ray reserves per trainer actor; torch threads = max(1, floor(this))."""
+    actors: int = 0
+    """Trainer actors; 0: as many as the cluster's CPUs hold at --actor-cpus each (at most one per position)."""
     val_fraction: float = 0.15
     """Share of train_val patients held out for validation (combiner, thresholds)."""
     combiner: str = "stacked"
@@ -111,6 +116,8 @@ def validate(cfg: TrainTilesConfig) -> TileGrid:
         problems.append("--batch-size must be at least 2 (BatchNorm)")
     if cfg.actor_cpus <= 0:
         problems.append("--actor-cpus must be positive")
+    if cfg.actors < 0:
+        problems.append("--actors must be 0 (one per CPU slot) or positive")
     if not 0.0 < cfg.val_fraction < 1.0:
         problems.append("--val-fraction must be in (0, 1)")
     if cfg.combiner not in {c.value for c in Combiner}:
@@ -168,7 +175,7 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
 
     phases["decode"] = time.perf_counter() - t_phase
 
-    # Train + export: one actor per position.
+    # Train + export: every position on the trainer pool.
     t_phase = time.perf_counter()
     results, exports = _train_positions(cfg, grid, ray.put(split), shard_refs)
     phases["positions"] = time.perf_counter() - t_phase
@@ -202,30 +209,94 @@ def _split(meta, train_ids, val_ids, test_ids, present: set[str]) -> Split:
     return Split(train, val, test, labels_for(train, meta), labels_for(val, meta))
 
 
+def trainer_count(cfg: TrainTilesConfig, n_positions: int, cluster_cpus: float) -> int:
+    """--actors, or as many --actor-cpus slots as the cluster has CPUs; never more than positions."""
+    slots = cfg.actors or max(1, int(cluster_cpus // cfg.actor_cpus))
+    return max(1, min(slots, n_positions))
+
+
 def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_refs
                      ) -> tuple[list[PositionResult], list[PositionExport]]:
+    """Run the epoch-level schedule (xray.position_schedule) on a pool of trainer actors until every
+    position is trained and exported."""
     import ray
+    from ray.exceptions import RayActorError
 
-    # SPREAD puts positions on as many nodes as possible. A dead actor (or its node) is restarted anywhere
-    # with free CPUs (max_restarts=-1) and its in-flight call retried (max_task_retries=-1); it resumes from
-    # the position's last checkpoint. No placement group: a restarted actor needs no bundle on a lost node.
+    n_trainers = trainer_count(cfg, grid.n_positions, ray.cluster_resources().get("CPU", 1.0))
+    # SPREAD puts the trainers on as many nodes as possible. A trainer that dies (or whose node is lost) is
+    # restarted anywhere with free CPUs (max_restarts=-1); its in-flight unit is not retried on it
+    # (max_task_retries=0) but goes back to the schedule for any live trainer, and resumes from the
+    # position's checkpoint. A restart that finds no free CPU therefore holds up nothing. No placement group:
+    # a restarted actor needs no bundle on a lost node.
     trainer = ray.remote(TileTrainer).options(num_cpus=cfg.actor_cpus, scheduling_strategy="SPREAD",
-                                              max_restarts=-1, max_task_retries=-1)
+                                              max_restarts=-1, max_task_retries=0)
+    keep = -(-grid.n_positions // n_trainers) + 1  # the positions a trainer cycles through, in memory
+    trainers = [trainer.remote(max(1, int(cfg.actor_cpus)), cfg.precision, keep) for _ in range(n_trainers)]
     plans = [PositionPlan(position=p, grid=grid, backbone=cfg.backbone, labels=LABELS, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, precision=cfg.precision,
-                          threads=max(1, int(cfg.actor_cpus)), calibration_size=cfg.calibration_size,
+                          batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, calibration_size=cfg.calibration_size,
                           preset=cfg.preset, work_uri=work_uri(cfg), endpoint=cfg.s3_endpoint)
              for p in range(grid.n_positions)]
-    actors = [trainer.remote(plan) for plan in plans]
-    pending = {a.run.remote(split_ref, *shard_refs): k for k, a in enumerate(actors)}
-    done: dict[int, tuple[PositionResult, PositionExport]] = {}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        k = pending.pop(ready[0])
-        done[k] = ray.get(ready[0])
-        ray.kill(actors[k])  # frees its CPUs for positions still waiting to start
-        print(f"position {k} trained and exported ({len(done)}/{grid.n_positions})", flush=True)
-    return [done[k][0] for k in sorted(done)], [done[k][1] for k in sorted(done)]
+    print(f"{n_trainers} trainer actors x {cfg.actor_cpus:g} CPU for {grid.n_positions} positions x "
+          f"{cfg.epochs} epochs, one epoch per call", flush=True)
+    schedule = PositionSchedule(grid.n_positions, cfg.epochs)
+    idle = list(range(n_trainers))
+    running: dict = {}  # ObjectRef -> (trainer, Unit, or None for a ping after a restart)
+    reports: dict[int, list[EpochReport]] = {p: [] for p in range(grid.n_positions)}
+    exports: dict[int, PositionExport] = {}
+    failures = 0
+    try:
+        while not schedule.complete:
+            for t in list(idle):
+                unit = schedule.next_for(t)
+                if unit is None:
+                    break
+                idle.remove(t)
+                plan = plans[unit.position]
+                ref = (trainers[t].export.remote(plan, split_ref, *shard_refs) if unit.step is Step.EXPORT
+                       else trainers[t].train_epoch.remote(plan, unit.epochs_done, split_ref, *shard_refs))
+                running[ref] = (t, unit)
+            if not running:
+                raise RuntimeError("no trainer actor is alive to take the remaining positions")
+            ready, _ = ray.wait(list(running), num_returns=1)
+            t, unit = running.pop(ready[0])
+            try:
+                value = ray.get(ready[0])
+            except RayActorError as exc:
+                # The actor died (or its node was lost): requeue its unit, wait for the restart with a ping.
+                failures += 1
+                if failures > 10 * grid.n_positions * cfg.epochs:
+                    raise RuntimeError(f"trainer actors keep dying ({failures} times); last: {exc}") from exc
+                if unit is not None:
+                    schedule.failed(unit)
+                    print(f"trainer {t} lost during {unit.step.value} of position {unit.position} "
+                          f"({type(exc).__name__}); the position goes back to the queue", flush=True)
+                running[trainers[t].node.remote()] = (t, None)
+                continue
+            idle.append(t)
+            if unit is None:
+                print(f"trainer {t} is back (node {value[:12]})", flush=True)
+            elif unit.step is Step.EXPORT:
+                schedule.finished(unit)
+                exports[unit.position] = value
+                print(f"position {unit.position} trained and exported ({len(exports)}/{grid.n_positions})",
+                      flush=True)
+            else:
+                schedule.finished(unit, value.epochs_done)
+                reports[unit.position].append(value)
+    finally:
+        for a in trainers:  # frees their CPUs now, and gives up on restarts still waiting for one
+            ray.kill(a)
+    results = [_position_result(exports[p], reports[p]) for p in range(grid.n_positions)]
+    return results, [exports[p] for p in range(grid.n_positions)]
+
+
+def _position_result(export: PositionExport, reports: list[EpochReport]) -> PositionResult:
+    trained = [r for r in reports if r.trained is not None]
+    nodes = tuple(dict.fromkeys(r.node_id for r in trained))
+    resumed = reports[0].epochs_before if reports else len(export.history)
+    rates = [r.trained["images_per_s"] for r in trained]
+    return PositionResult(export.position, export.history, resumed, nodes, export.math_path,
+                          float(np.mean(rates)) if rates else 0.0)
 
 
 def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], exports: list[PositionExport],
@@ -240,7 +311,7 @@ def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], 
     positions = [{"position": r.position, "origin": list(grid.origin(r.position)),
                   "fp32": f"positions/p{r.position:03d}/fp32/model.xml",
                   "int8": f"positions/p{r.position:03d}/int8/model.xml",
-                  "history": list(r.history), "node_id": r.node_id, "resumed_from_epoch": r.resumed_from_epoch,
+                  "history": list(r.history), "nodes": list(r.nodes), "resumed_from_epoch": r.resumed_from_epoch,
                   "tiles_per_s": r.tiles_per_s} for r in results]
     manifest = {
         "kind": "ensemble",

@@ -116,9 +116,10 @@ def fit(
 ) -> list[EpochResult]:
     """Train for epochs [start_epoch, epochs), validating after each; on_epoch may checkpoint.
 
-    Resuming: pass the epoch to start at and the optimizer state saved with the weights.
+    Resuming: pass the epoch to start at and the optimizer state saved with the weights. Every epoch is
+    seeded by (seed, epoch) alone (batch order and torch's generator), so training epochs one call at a
+    time, resuming between them, gives the same weights as one call for all of them.
     """
-    torch.manual_seed(seed)
     model = prepare_model(model, path)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     if optimizer_state is not None:
@@ -133,6 +134,7 @@ def fit(
     history = []
     for epoch in range(start_epoch, epochs):
         rng = np.random.default_rng([seed, epoch])
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
         t0 = time.perf_counter()
         loss = train_epoch(model, optimizer, loss_fn, train[0], train[1], batch_size, path, rng)
         seconds = time.perf_counter() - t0

@@ -81,7 +81,9 @@ def test_positions_spread_survive_node_loss_and_rerun_is_noop(cluster, archive, 
     assert all(v > 0 for v in summary.phases.values()) and sum(summary.phases.values()) <= summary.seconds
     for r in summary.positions:
         assert [h["epoch"] for h in r.history] == list(range(8))
-    assert len({r.node_id for r in summary.positions}) >= 2
+    trained_on = {n for r in summary.positions for n in r.nodes}
+    assert len(trained_on) >= 2
+    assert all(r.tiles_per_s > 0 and r.resumed_from_epoch == 0 for r in summary.positions)
     import ray
 
     assert not next(n for n in ray.nodes() if n["NodeID"] == victim.node_id)["Alive"]
@@ -89,6 +91,7 @@ def test_positions_spread_survive_node_loss_and_rerun_is_noop(cluster, archive, 
     m = art.manifest
     assert m["kind"] == "ensemble" and m["grid"]["shape"] == [2, 2]
     assert [p["position"] for p in m["positions"]] == [0, 1, 2, 3]
+    assert {n for p in m["positions"] for n in p["nodes"]} == trained_on
     for p in m["positions"]:
         assert b"FakeQuantize" in art.read(p["int8"]) or b'element_type="i8"' in art.read(p["int8"])
     ev = summary.evaluation

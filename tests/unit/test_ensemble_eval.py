@@ -68,26 +68,93 @@ def test_evaluate_ensemble_fits_on_val_and_reports_every_join():
     assert ev.localisation is None
 
 
-def test_tile_trainer_resumes_from_its_checkpoint_without_ray(tmp_path):
-    """The actor class is plain: run it in-process, stop after 2 epochs, then ask for 3 with a fresh instance."""
-    from dataclasses import replace
-
-    from actors.tile_trainer import PositionPlan, Split, TileTrainer
+def _trainer_case(tmp_path, epochs: int = 3):
+    from actors.tile_trainer import PositionPlan, Split
 
     rng = np.random.default_rng(0)
     ids = [f"{i:03d}.png" for i in range(40)]
     shards = (_shard("a", ids, rng),)
     labels = (rng.random((40, len(LABELS))) < 0.3).astype(np.float32)
     split = Split(tuple(ids[:30]), tuple(ids[30:36]), tuple(ids[36:]), labels[:30], labels[30:36])
-    plan = PositionPlan(position=1, grid=TileGrid(40, 32, 8), backbone="dwsep_cnn", labels=LABELS, epochs=2,
-                        batch_size=8, lr=1e-3, seed=0, precision="fp32", threads=1, calibration_size=8,
-                        preset="performance", work_uri=str(tmp_path / "work"))
-    first = TileTrainer(plan).fit(split, *shards)
-    assert first.resumed_from_epoch == 0 and [h["epoch"] for h in first.history] == [0, 1]
-    assert (tmp_path / "work" / "p001" / "checkpoint.pt").exists()
-    again = TileTrainer(replace(plan, epochs=3)).fit(split, *shards)
-    assert again.resumed_from_epoch == 2 and [h["epoch"] for h in again.history] == [0, 1, 2]
+    plan = PositionPlan(position=1, grid=TileGrid(40, 32, 8), backbone="dwsep_cnn", labels=LABELS, epochs=epochs,
+                        batch_size=8, lr=1e-3, seed=0, calibration_size=8, preset="performance",
+                        work_uri=str(tmp_path / "work"))
+    return plan, split, shards
+
+
+def _checkpoint(path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def test_tile_trainer_trains_an_epoch_per_call_and_resumes_from_its_checkpoint_without_ray(tmp_path):
+    """The actor class is plain: run it in-process. Epochs are idempotent units carried by the checkpoint."""
+    from actors.tile_trainer import TileTrainer
+
+    plan, split, shards = _trainer_case(tmp_path, epochs=3)
+    ckpt = tmp_path / "work" / "p001" / "checkpoint.pt"
+    first = TileTrainer(threads=1, precision="fp32")
+    r0 = first.train_epoch(plan, None, split, *shards)
+    assert (r0.position, r0.epochs_before, r0.epochs_done, r0.node_id) == (1, 0, 1, "local")
+    assert r0.trained["epoch"] == 0 and ckpt.exists()
+    r1 = first.train_epoch(plan, 1, split, *shards)  # from its memory
+    assert (r1.epochs_before, r1.epochs_done, r1.trained["epoch"]) == (1, 2, 1)
+    # A fresh trainer (another actor, or a rerun) finds the position in the checkpoint.
+    other = TileTrainer(threads=1, precision="fp32")
+    r2 = other.train_epoch(plan, None, split, *shards)
+    assert (r2.epochs_before, r2.epochs_done) == (2, 3)
+    history = _checkpoint(ckpt)["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
     # the first two epochs were not trained again: their records come back from the checkpoint unchanged
-    assert [(h["loss"], h["seconds"]) for h in again.history[:2]] == [(h["loss"], h["seconds"]) for h in first.history]
-    done = TileTrainer(replace(plan, epochs=3)).fit(split, *shards)
-    assert done.resumed_from_epoch == 3 and done.tiles_per_s == 0.0  # nothing left to train
+    assert [(h["loss"], h["seconds"]) for h in history[:2]] == [(r0.trained["loss"], r0.trained["seconds"]),
+                                                               (r1.trained["loss"], r1.trained["seconds"])]
+    # A retried call on a finished position trains nothing more.
+    again = TileTrainer(threads=1, precision="fp32").train_epoch(plan, None, split, *shards)
+    assert (again.epochs_before, again.epochs_done, again.trained) == (3, 3, None)
+    assert [h["epoch"] for h in _checkpoint(ckpt)["history"]] == [0, 1, 2]
+    exported = other.export(plan, split, *shards)
+    assert [h["epoch"] for h in exported.history] == [0, 1, 2] and exported.math_path.startswith("fp32")
+    assert exported.val_int8.shape == (6, len(LABELS)) and exported.test_fp32.shape == (4, len(LABELS))
+
+
+def test_weights_do_not_depend_on_which_trainer_runs_which_epoch(tmp_path):
+    """Epoch by epoch across two trainers (one reading the other's checkpoint) == one trainer throughout."""
+    from dataclasses import replace
+
+    import torch
+
+    from actors.tile_trainer import TileTrainer
+
+    plan, split, shards = _trainer_case(tmp_path / "a", epochs=2)
+    alone = TileTrainer(threads=1, precision="fp32")
+    alone.train_epoch(plan, None, split, *shards)
+    alone.train_epoch(plan, 1, split, *shards)
+    handed = replace(plan, work_uri=str(tmp_path / "b" / "work"))
+    TileTrainer(threads=1, precision="fp32").train_epoch(handed, None, split, *shards)
+    TileTrainer(threads=1, precision="fp32").train_epoch(handed, 1, split, *shards)
+    a = _checkpoint(tmp_path / "a" / "work" / "p001" / "checkpoint.pt")
+    b = _checkpoint(tmp_path / "b" / "work" / "p001" / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    # and the weights did move from their seeded start
+    assert any(not torch.equal(a["model"][n], v) for n, v in _initial(plan).items())
+
+
+def _initial(plan) -> dict:
+    import torch
+
+    from xray.models import ModelSpec, build_model
+
+    torch.manual_seed(plan.train_seed)
+    return build_model(ModelSpec(plan.backbone, plan.labels, plan.grid.tile_size)).state_dict()
+
+
+def test_a_missing_checkpoint_after_reported_epochs_is_an_error(tmp_path):
+    from actors.tile_trainer import TileTrainer
+
+    plan, split, shards = _trainer_case(tmp_path)
+    with pytest.raises(RuntimeError, match="checkpoint .* is missing but 2 epochs"):
+        TileTrainer(threads=1, precision="fp32").train_epoch(plan, 2, split, *shards)
