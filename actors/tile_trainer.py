@@ -211,7 +211,7 @@ class TileTrainer:
         """Trained checkpoint -> OpenVINO FP32 IR -> NNCF INT8 with a seeded calibration subset of train tiles."""
         import nncf
 
-        from jobs.quantize import export_fp32, infer_probs, ir_bytes
+        from jobs.quantize import export_fp32, infer_probs, ir_bytes, openvino_threads
 
         state = self._state(plan, plan.epochs)
         if state is None or int(state["epochs_done"]) < plan.epochs:
@@ -224,8 +224,9 @@ class TileTrainer:
         calib_ids = tuple(split.train[i] for i in sorted(rng.choice(len(split.train), n_calib, replace=False)))
         calibration = position_tiles(shards, calib_ids, plan.grid, plan.position)
         fp32 = export_fp32(model, plan.grid.tile_size)
-        int8 = nncf.quantize(fp32, nncf.Dataset(list(calibration), lambda x: x[None]),
-                             preset=nncf.QuantizationPreset(plan.preset), subset_size=len(calibration))
+        with openvino_threads(self.threads):
+            int8 = nncf.quantize(fp32, nncf.Dataset(list(calibration), lambda x: x[None]),
+                                 preset=nncf.QuantizationPreset(plan.preset), subset_size=len(calibration))
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
         t0 = time.perf_counter()

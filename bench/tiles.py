@@ -8,7 +8,7 @@
   per-model input size; heatmap localisation against the archive's boxes;
 - INT8 ensemble vs FP32 ensemble mean AUROC.
 
-    .venv/bin/python -m bench.tiles                 (about 15 minutes on 2 cores)
+    .venv/bin/python -m bench.tiles                 (about 20 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=128)
     parser.add_argument("--stride", type=int, default=64)
     parser.add_argument("--finding-scale", type=float, default=0.5, help="synth size factor of focal findings")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of the three settings")
     args = parser.parse_args()
     image, tile, stride = args.image_size, args.tile_size, args.stride
     speed = math_speed(tile, 512, 4)
@@ -75,15 +76,21 @@ def main() -> None:
                                     finding_scale=args.finding_scale))
         common = dict(archive=archive, image_size=image, tile_size=tile, stride=stride, backbone="dwsep_cnn",
                       epochs=args.epochs, batch_size=32, calibration_size=200, precision="fp32", seed=0)
-        runs = {}
-        for name, cpus, actor_cpus in (("parallel", 2, 1.0), ("sequential_1cpu", 1, 1.0),
-                                       ("sequential_2cpu", 2, 2.0)):
-            cfg = train_tiles.TrainTilesConfig(out=os.path.join(tmp, name), actor_cpus=actor_cpus, **common)
-            runs[name] = timed_run(cfg, cpus)
+        # Rounds in alternating order (P S1 S2, then S2 S1 P, ...): this shared machine's speed drifts by tens
+        # of percent over minutes, so one run per setting can flip a ratio; each round gives a paired ratio.
+        settings = [("parallel", 2, 1.0), ("sequential_1cpu", 1, 1.0), ("sequential_2cpu", 2, 2.0)]
+        rounds: list[dict[str, tuple[float, train_tiles.TrainTilesSummary]]] = []
+        for r in range(args.rounds):
+            rounds.append({})
+            for name, cpus, actor_cpus in (settings if r % 2 == 0 else settings[::-1]):
+                cfg = train_tiles.TrainTilesConfig(out=os.path.join(tmp, f"{name}-{r}"), actor_cpus=actor_cpus,
+                                                   **common)
+                rounds[r][name] = timed_run(cfg, cpus)
+        runs = rounds[0]
         single = train.run(train.TrainConfig(archive=archive, out=os.path.join(tmp, "single"), model="dwsep_cnn",
                                              input_size=tile, epochs=args.epochs, batch_size=32, seed=0,
                                              precision="fp32"))
-    par_s, ens = runs["parallel"]
+    ens = runs["parallel"][1]
     ev = ens.evaluation
     fp32, int8 = ev.test_mean_auroc["fp32"], ev.test_mean_auroc["int8"]
     loc = ev.localisation
@@ -92,13 +99,23 @@ def main() -> None:
     best = max(fp32, key=fp32.get)
     delta = int8[best] - fp32[best]
     bf16_ratio = speed["bf16"] / speed["fp32"]
-    seq1, seq2 = runs["sequential_1cpu"][0], runs["sequential_2cpu"][0]
-    pos = {name: r[1].phases["positions"] for name, r in runs.items()}
+    names = ("parallel", "sequential_1cpu", "sequential_2cpu")
+    pos = {n: [r[n][1].phases["positions"] for r in rounds] for n in names}
+    whole = {n: [r[n][0] for r in rounds] for n in names}
+
+    def speedup(series: dict[str, list[float]], name: str) -> str:
+        """Mean over rounds of the baseline's time over the parallel time, then each round's ratio."""
+        ratios = [b / p for b, p in zip(series[name], series["parallel"], strict=True)]
+        return f"{np.mean(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)})"
+
+    def seconds(series: dict[str, list[float]], name: str) -> str:
+        return " / ".join(f"{x:.1f}" for x in series[name])
+
     grid = ens.grid
     md = f"""## Tile-ensemble training (issue 4)
 
 Command: `.venv/bin/python -m bench.tiles --images {args.images} --epochs {args.epochs} --image-size {image} \
---tile-size {tile} --stride {stride} --finding-scale {args.finding_scale}`
+--tile-size {tile} --stride {stride} --finding-scale {args.finding_scale} --rounds {args.rounds}`
 Machine: {machine_line()}.
 Synthetic archive: {args.images} images at 512 px, focal findings drawn at {args.finding_scale}x their usual size
 (`tilescope synth --finding-scale`), decoded once at {image} px; grid {grid[0]}x{grid[1]} of {tile} px tiles,
@@ -111,12 +128,13 @@ stride {stride} ({grid[0] * grid[1]} positions), dwsep_cnn, {args.epochs} epochs
 **Parallel actors** (wall time of the positions phase, every position trained and exported, and of the whole
 `train_tiles.run`: Ray start-up, decode, positions, join and save):
 
-| run | Ray CPUs | actor CPUs | positions s | speed-up of 2 actors | whole job s | speed-up of 2 actors |
+| run | Ray CPUs | actor CPUs | positions s, per round | speed-up of 2 actors: mean (per round) | whole job s, per round | speed-up of 2 actors: mean (per round) |
 |---|---|---|---|---|---|---|
-| 2 actors at once | 2 | 1 | {pos['parallel']:.1f} | 1.00x | {par_s:.1f} | 1.00x |
-| one after the other, 1 CPU | 1 | 1 | {pos['sequential_1cpu']:.1f} | {pos['sequential_1cpu'] / pos['parallel']:.2f}x | {seq1:.1f} | {seq1 / par_s:.2f}x |
-| one after the other, 2 CPUs each | 2 | 2 | {pos['sequential_2cpu']:.1f} | {pos['sequential_2cpu'] / pos['parallel']:.2f}x | {seq2:.1f} | {seq2 / par_s:.2f}x |
+| 2 actors at once | 2 | 1 | {seconds(pos, 'parallel')} | 1.00x | {seconds(whole, 'parallel')} | 1.00x |
+| one after the other, 1 CPU | 1 | 1 | {seconds(pos, 'sequential_1cpu')} | {speedup(pos, 'sequential_1cpu')} | {seconds(whole, 'sequential_1cpu')} | {speedup(whole, 'sequential_1cpu')} |
+| one after the other, 2 CPUs each | 2 | 2 | {seconds(pos, 'sequential_2cpu')} | {speedup(pos, 'sequential_2cpu')} | {seconds(whole, 'sequential_2cpu')} | {speedup(whole, 'sequential_2cpu')} |
 
+{args.rounds} rounds, in alternating order (round 1: 2 actors, 1 CPU, 2 CPUs; round 2 the reverse; ...).
 Target: >= 1.7x over one after the other. Per-actor training throughput in the parallel run:
 {', '.join(f'{t:.0f}' for t in tiles_s)} tiles/s.
 

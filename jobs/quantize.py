@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -111,6 +112,36 @@ def infer_probs(ov_model, pixels: np.ndarray, batch: int = 16, threads: int | No
     compiled = ov.Core().compile_model(ov_model, "CPU", config)
     out = [compiled(pixels[i : i + batch])[0] for i in range(0, len(pixels), batch)]
     return np.concatenate(out).astype(np.float32)
+
+
+@contextmanager
+def openvino_threads(threads: int | None):
+    """Within the block, an OpenVINO CPU compile that sets no thread count (NNCF's calibration engine,
+    nncf/openvino/engine.py, offers no way to) uses `threads` threads, unpinned, instead of every core, pinned.
+
+    Why: in a Ray actor holding one CPU, NNCF's statistics pass otherwise runs one pinned thread per core of
+    the machine; two actors quantizing at once pinned both their threads onto the same two cores and took
+    1.8x as long as one alone (docs/BENCHMARKS.md, tile ensembles). A Ray actor runs one call at a time, so
+    the patch, undone on exit, cannot leak into other work. None: leave OpenVINO's defaults.
+    """
+    import openvino as ov
+
+    if threads is None:
+        yield
+        return
+    original = ov.Core.compile_model
+
+    def compile_model(self, model, device_name=None, config=None, **kw):
+        if device_name in (None, "CPU") and "INFERENCE_NUM_THREADS" not in (config or {}):
+            device_name = "CPU"
+            config = {**(config or {}), "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
+        return original(self, model, device_name, config, **kw)
+
+    ov.Core.compile_model = compile_model
+    try:
+        yield
+    finally:
+        ov.Core.compile_model = original
 
 
 def quantize_int8(ov_model, calibration: np.ndarray, cfg: QuantizeConfig, evaluation: tuple | None):
