@@ -6,13 +6,14 @@
   evaluation loop): tilescope's T over its throughput;
 - peak memory of all Ray processes when scoring 10x more images.
 
-    .venv/bin/python -m bench.scoring               (about 10 minutes on 2 cores)
+    .venv/bin/python -m bench.scoring               (about 15 minutes on 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import tempfile
@@ -50,9 +51,10 @@ def make_model(workdir: str, archive: str) -> str:
     return model
 
 
-def decode_cost(archive: str) -> tuple[float, list[np.ndarray]]:
-    """Core-seconds per image to decode (process CPU time, one process), and the decoded pixels."""
-    blobs = [m.data for s in list_shards(archive) for m in iter_members(s) if m.data]
+def decode_cost(archive: str, sample: int) -> tuple[float, list[np.ndarray]]:
+    """Core-seconds per image to decode (process CPU time, one process) over the first `sample` images, and
+    their decoded pixels."""
+    blobs = list(itertools.islice((m.data for s in list_shards(archive) for m in iter_members(s) if m.data), sample))
     t0 = time.process_time()
     pixels = [decode_resized(b, SIZE) for b in blobs]
     return (time.process_time() - t0) / len(blobs), pixels
@@ -174,7 +176,12 @@ def pytorch_baseline(archive: str, max_images: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="images in the main archive (10x the small one)")
+    # 4000 vs 400: the small run must outlast the read-ahead window (2 actors x 256 MiB, ~900 of these
+    # images) for the 10x comparison to compare steady states; 200 images (120 MB) never filled it.
+    parser.add_argument("--images", type=int, default=4000, help="images in the main archive (10x the small one)")
+    parser.add_argument("--compare-uncapped", action="store_true",
+                        help="also run with --buffer-mb 0 (Ray Data's default object-store budget)")
+    parser.add_argument("--decode-sample", type=int, default=800, help="images timed for d")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--baseline-images", type=int, default=320)
     args = parser.parse_args()
@@ -185,14 +192,13 @@ def main() -> None:
         synth.run(synth.SynthConfig(out=small_archive, n_images=args.images // 10, size=1024, shards=args.shards,
                                     seed=2))
         model = make_model(tmp, small_archive)
-        d, pixels = decode_cost(big)
+        d, pixels = decode_cost(big, args.decode_sample)
         i, settings = inference_cost(model, pixels)
         del pixels
-        # The default (read-ahead capped at --buffer-mb per actor) and Ray Data's own object-store budget.
-        configs = {
-            "2 actors x 1 CPU, default --buffer-mb 256": dict(actors=2),
-            "2 actors x 1 CPU, --buffer-mb 0 (Ray Data's default budget)": dict(actors=2, buffer_mb=0),
-        }
+        # The default (read-ahead capped at --buffer-mb per actor) and, optionally, Ray Data's own budget.
+        configs = {"2 actors x 1 CPU, default --buffer-mb 256": dict(actors=2)}
+        if args.compare_uncapped:
+            configs["2 actors x 1 CPU, --buffer-mb 0 (Ray Data's default budget)"] = dict(actors=2, buffer_mb=0)
         runs, small_peaks, marginal, quarters = {}, {}, {}, {}
         for name, cfg in configs.items():
             summary, mem = tilescope_run(big, model, os.path.join(tmp, f"out-{len(runs)}"), cfg)
@@ -217,7 +223,8 @@ def main() -> None:
     setting_rows = "\n".join(f"| {k} | {v * 1000:.1f} |" for k, v in settings.items())
     md = f"""## Bulk scoring (issue 3)
 
-Command: `.venv/bin/python -m bench.scoring --images {args.images} --shards {args.shards}`
+Command: `.venv/bin/python -m bench.scoring --images {args.images} --shards {args.shards}\
+{' --compare-uncapped' if args.compare_uncapped else ''}`
 Machine: {machine_line()}.
 Archive: {args.images} synthetic 1024x1024 8-bit PNGs in {args.shards} tar.gz shards; model: DenseNet-121 INT8
 (NNCF, 224x224, uint8 input).
