@@ -1,7 +1,7 @@
 """Every benchmark, one after the other (never two at once: they time the same cores), each writing its own
 section of docs/BENCHMARKS.md.
 
-    make bench        (or: .venv/bin/python -m bench.run_all; about 45 minutes on 2 cores)
+    make bench        (or: .venv/bin/python -m bench.run_all; about 65 minutes on 2 cores)
 """
 
 from __future__ import annotations

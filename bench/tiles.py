@@ -8,7 +8,7 @@
   per-model input size; heatmap localisation against the archive's boxes;
 - INT8 ensemble vs FP32 ensemble mean AUROC.
 
-    .venv/bin/python -m bench.tiles                 (about 20 minutes on 2 cores)
+    .venv/bin/python -m bench.tiles                 (about 27 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=128)
     parser.add_argument("--stride", type=int, default=64)
     parser.add_argument("--finding-scale", type=float, default=0.5, help="synth size factor of focal findings")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds of the three settings")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the three settings")
     args = parser.parse_args()
     image, tile, stride = args.image_size, args.tile_size, args.stride
     speed = math_speed(tile, 512, 4)
