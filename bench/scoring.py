@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ import psutil
 import torch
 
 from bench.doc_sections import machine_line, write_section
+from bench.poller import Poller
 from jobs import quantize, score, synth
 from jobs.cli import local_system_config
 from storage.archives import iter_members, list_shards
@@ -76,7 +76,7 @@ def inference_cost(model: str, pixels: list[np.ndarray]) -> tuple[float, dict]:
     return min(results.values()), results
 
 
-class PeakMemory:
+class PeakMemory(Poller):
     """Peak total PSS of Ray's processes and this driver, sampled every second.
 
     Reads /proc/<pid>/smaps_rollup (one line per process, computed by the kernel): psutil's
@@ -85,11 +85,9 @@ class PeakMemory:
     """
 
     def __init__(self, every_s: float = 1.0) -> None:
+        super().__init__(every_s)
         self.peak = 0
         self.samples: list[int] = []
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def _pss(pid: int) -> int:
@@ -107,19 +105,9 @@ class PeakMemory:
         return sum(self._pss(p.info["pid"]) for p in psutil.process_iter(["pid", "cmdline"])
                    if p.info["pid"] == me or "ray" in " ".join(p.info["cmdline"] or []))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self._sample())
-            self.peak = max(self.peak, self.samples[-1])
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self) -> None:
+        self.samples.append(self._sample())
+        self.peak = max(self.peak, self.samples[-1])
 
     def quarter_peaks(self) -> list[int]:
         """Peak of each quarter of the run: flat memory shows as four similar numbers, growth as a ramp."""

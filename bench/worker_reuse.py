@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 
 import psutil
 
 from bench.doc_sections import machine_line, write_section
+from bench.poller import Poller
 from bench.scoring import make_model
 from jobs import score, synth
 from jobs.cli import local_system_config
@@ -25,37 +25,26 @@ SYSTEM_ACTORS = ("_StatsActor", "_AutoscalingCoordinatorActor", "ActorLocationTr
                  "RuntimeEnvAgent", "raylet", "gcs_server", "log_monitor", "dashboard")
 
 
-class WorkerCpu:
+class WorkerCpu(Poller):
     """CPU seconds per Ray worker process, polled every 0.5 s (a process's last reading counts when it exits)."""
 
     def __init__(self) -> None:
+        super().__init__(every_s=0.5)
         self.cpu: dict[int, float] = {}
         self.scorer: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for p in psutil.process_iter(["pid", "cmdline"]):
-                cmd = " ".join(p.info["cmdline"] or [])
-                if not cmd.startswith("ray::") or any(name in cmd for name in SYSTEM_ACTORS):
-                    continue
-                try:
-                    t = p.cpu_times()
-                except psutil.Error:
-                    continue
-                self.cpu[p.info["pid"]] = t.user + t.system
-                if "Scorer" in cmd:
-                    self.scorer.add(p.info["pid"])
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> WorkerCpu:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self) -> None:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if not cmd.startswith("ray::") or any(name in cmd for name in SYSTEM_ACTORS):
+                continue
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            self.cpu[p.info["pid"]] = t.user + t.system
+            if "Scorer" in cmd:
+                self.scorer.add(p.info["pid"])
 
 
 def run_once(archive: str, model: str, out: str, system_config: dict) -> tuple[float, int, float, float]:
