@@ -54,11 +54,12 @@ class ScoreConfig:
     """Which IR of the artifact to run: int8 or fp32."""
     chunk_size: int = 64
     """Most images per chunk: the unit of scoring calls, output files and resume."""
-    chunk_mb: int = 32
+    chunk_mb: int = 8
     """Most MiB of image bytes per chunk; an image larger than this becomes an error row."""
-    buffer_mb: int = 256
+    buffer_mb: int | None = None
     """Object-store MiB per scorer actor that the pipeline may fill ahead of scoring (read-ahead); bounds
-    memory whatever the archive's size. 0 = Ray Data's default budget (a share of the object store)."""
+    memory whatever the archive's size. Default 16 x --chunk-mb; 0 = Ray Data's default budget (a share of
+    the object store)."""
     actors: int = 0
     """Scorer actors in the pool (fixed size); 0 = the cluster's CPUs / --actor-cpus."""
     actor_cpus: float = 1.0
@@ -100,7 +101,7 @@ def validate(cfg: ScoreConfig) -> None:
         problems.append("--chunk-size must be at least 1")
     if cfg.chunk_mb < 1:
         problems.append("--chunk-mb must be at least 1")
-    if cfg.buffer_mb < 0:
+    if cfg.buffer_mb is not None and cfg.buffer_mb < 0:
         problems.append("--buffer-mb must be 0 (Ray Data's default) or more")
     if cfg.actors < 0:
         problems.append("--actors must be 0 (auto) or more")
@@ -214,12 +215,13 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
     saved = ctx.target_max_block_size, ctx.execution_options
     try:
         ctx.target_max_block_size = read_block_target(chunk_bytes)
-        if cfg.buffer_mb:
+        buffer_mb = read_ahead_mb(cfg)
+        if buffer_mb:
             # Read-ahead is bounded by Ray Data's object-store budget; its default (a share of the object
             # store) lets fast reads buffer gigabytes ahead of the scorers, growing memory up to that share.
             ctx.execution_options = copy.deepcopy(ctx.execution_options)
             ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-                object_store_memory=actors * cfg.buffer_mb * 2**20)
+                object_store_memory=actors * buffer_mb * 2**20)
         ds = ray.data.read_datasource(source, override_num_blocks=len(todo), num_cpus=0,
                                       compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
     finally:
@@ -254,6 +256,19 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
     line.finish()
     return line.done
+
+
+# Read-ahead per actor in chunks when --buffer-mb is not given. Ray Data splits its object-store budget
+# between the operators and admits a read task only while its share holds the task's next two blocks (each
+# up to three chunks, see storage/archive_source.py), so a window of a few blocks starves the actors: on
+# 2 cores, 16 MiB chunks under 128 MiB per actor left one actor waiting 4-5 s per block; 16 chunks per actor
+# kept both busy (docs/BENCHMARKS.md, scoring notes).
+READ_AHEAD_CHUNKS = 16
+
+
+def read_ahead_mb(cfg: ScoreConfig) -> int:
+    """Object-store MiB per actor for chunks read ahead of scoring; 0 = Ray Data's default budget."""
+    return READ_AHEAD_CHUNKS * cfg.chunk_mb if cfg.buffer_mb is None else cfg.buffer_mb
 
 
 def pool_size(cfg: ScoreConfig) -> int:

@@ -66,6 +66,8 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
         summary["chunk"].append(int(key[1]))
         summary["rows"].append(len(idx))
         summary["errors"].append(int((batch["status"][idx] == "error").sum()))
+    # Return the chunk's freed Arrow buffers to the OS: the writer is a long-lived worker (see iter_chunks).
+    pa.default_memory_pool().release_unused()
     return {k: np.array(v) for k, v in summary.items()}
 
 

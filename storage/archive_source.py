@@ -80,6 +80,10 @@ def iter_chunks(shard: Shard, chunk_size: int, chunk_bytes: int, done: frozenset
         if len(pending) == chunk_size or (pending and pending_bytes + size > chunk_bytes):
             if k not in done:
                 yield _chunk_table(shard, k, pending, last=False)
+                # The yielded table is in the object store now. pyarrow's allocator (mimalloc) keeps freed
+                # pages for reuse, so without this a long-lived read worker's heap grows towards its largest
+                # blocks (docs/BENCHMARKS.md, scoring notes).
+                pa.default_memory_pool().release_unused()
             pending, pending_bytes, k = [], 0, k + 1
         pending.append(member)
         pending_bytes += size

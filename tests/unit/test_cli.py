@@ -196,6 +196,19 @@ def test_score_quantize_synth_validate_collect_every_problem():
     assert all(f in msg for f in ("--out", "--n-images must be at least 1, got 0", "--size", "--seed"))
 
 
+def test_score_read_ahead_follows_chunk_size_unless_given():
+    from jobs.score import READ_AHEAD_CHUNKS, ScoreConfig, read_ahead_mb, validate
+
+    base = dict(archive="a", model="m", out="o")
+    assert read_ahead_mb(ScoreConfig(**base)) == READ_AHEAD_CHUNKS * 8
+    # Raising --chunk-mb for big images widens the window with it, so the actors are not starved.
+    assert read_ahead_mb(ScoreConfig(**base, chunk_mb=32)) == READ_AHEAD_CHUNKS * 32
+    assert read_ahead_mb(ScoreConfig(**base, chunk_mb=32, buffer_mb=100)) == 100
+    assert read_ahead_mb(ScoreConfig(**base, buffer_mb=0)) == 0  # Ray Data's own budget
+    with pytest.raises(ValueError, match="--buffer-mb"):
+        validate(ScoreConfig(**base, buffer_mb=-1))
+
+
 # ---- the tilescope dispatcher ------------------------------------------------------------------------------
 
 
