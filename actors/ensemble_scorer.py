@@ -12,27 +12,26 @@ artifact's default combiner (mean, max, or stacked with weights fit on validatio
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from actors.scorer import Int8Scorer, compile_ir, infer_async
-from storage.artifacts import open_artifact
+from actors.openvino_ir import compile_ir, infer_async
+from actors.scorer import Int8Scorer
+from storage.artifacts import open_typed
+from storage.results import HEATMAP, TILE_MAX
 from xray.join import Combiner, StackedWeights, coarse_heatmap, combine
-from xray.labels import prob_column
+from xray.manifests import ArtifactKind, EnsembleManifest
 from xray.tiles import TileGrid, tile_at
 
 
-def ensemble_grid(manifest: dict) -> TileGrid:
-    g = manifest["grid"]
-    return TileGrid(int(g["image_size"]), int(g["tile_size"]), int(g["stride"]))
-
-
-def heatmap_shape(manifest: dict) -> tuple[int, int, int]:
+def heatmap_shape(manifest: EnsembleManifest) -> tuple[int, int, int]:
     """(L, C, C) of an ensemble's coarse heatmap."""
-    grid = ensemble_grid(manifest)
+    return heatmap_shape_for(manifest.grid, len(manifest.labels))
+
+
+def heatmap_shape_for(grid: TileGrid, n_labels: int) -> tuple[int, int, int]:
+    """(L, C, C) of the coarse heatmap of n_labels labels over grid."""
     probe = coarse_heatmap(np.zeros((1, grid.n_positions, 1)), grid)
-    return (len(manifest["labels"]), probe.shape[2], probe.shape[3])
+    return (n_labels, probe.shape[2], probe.shape[3])
 
 
 class EnsembleScorer(Int8Scorer):
@@ -44,15 +43,13 @@ class EnsembleScorer(Int8Scorer):
         self._queues: list | None = None  # one AsyncInferQueue per position, created lazily in the actor
 
     def _load(self) -> None:
-        artifact = open_artifact(self.artifact_uri, self.endpoint)
-        m = artifact.manifest
-        self._grid = ensemble_grid(m)
-        self._labels = list(m["labels"])
-        self._combiner = Combiner(m["combiner"]["default"])
-        self._stacked = StackedWeights.from_json(m["combiner"]["stacked"])
-        positions = sorted(m["positions"], key=lambda p: p["position"])
-        self._queues = [compile_ir(artifact, p[self.precision], self.threads, self.streams, self.cache_dir)
-                        for p in positions]
+        artifact, m = open_typed(self.artifact_uri, self.endpoint, "--model", ArtifactKind.ENSEMBLE)
+        self._grid = m.grid
+        self._labels = list(m.labels)
+        self._combiner = Combiner(m.combiner)
+        self._stacked = StackedWeights.from_json(m.stacked)
+        self._queues = [compile_ir(artifact, xml, self.threads, self.streams, self.cache_dir)
+                        for xml in m.ir_paths(self.precision)]
 
     def position_probs(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) uint8 -> (N, T, L) float32: every position model on its tiles."""
@@ -63,27 +60,18 @@ class EnsembleScorer(Int8Scorer):
             out[:, p] = infer_async(queue, tile_at(pixels, self._grid, p), self.infer_batch, len(self._labels))
         return out
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._queues is None:
-            self._load()
-        pixels = batch.pop("pixels")
-        ok = batch["status"] == "ok"
+    def _loaded(self) -> bool:
+        return self._queues is not None
+
+    def score_columns(self, pixels: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+        """The joined `prob_<Label>` columns, `heatmap` (B, L * C * C) and `tile_max` (B,); NaN on rows not ok."""
         n, n_labels = len(ok), len(self._labels)
         probs = np.full((n, n_labels), np.nan, dtype=np.float32)
-        shape = heatmap_shape({"grid": {"image_size": self._grid.image_size, "tile_size": self._grid.tile_size,
-                                        "stride": self._grid.stride}, "labels": self._labels})
-        heat = np.full((n, int(np.prod(shape))), np.nan, dtype=np.float32)
+        heat = np.full((n, int(np.prod(heatmap_shape_for(self._grid, n_labels)))), np.nan, dtype=np.float32)
         tile_max = np.full(n, np.nan, dtype=np.float32)
-        t0 = time.perf_counter()
         if ok.any():
             per_position = self.position_probs(np.ascontiguousarray(pixels[ok]))
             probs[ok] = combine(per_position, self._combiner, self._stacked)
             heat[ok] = coarse_heatmap(per_position, self._grid).reshape(int(ok.sum()), -1)
             tile_max[ok] = per_position.max(axis=(1, 2))
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        batch["infer_ms"] = np.where(ok, elapsed_ms / max(int(ok.sum()), 1), 0.0).astype(np.float32)
-        for j, label in enumerate(self._labels):
-            batch[prob_column(label)] = probs[:, j]
-        batch["heatmap"] = heat
-        batch["tile_max"] = tile_max
-        return batch
+        return {**self._prob_columns(probs), HEATMAP: heat, TILE_MAX: tile_max}

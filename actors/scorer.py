@@ -17,46 +17,13 @@ import time
 
 import numpy as np
 
-from storage.artifacts import Artifact, open_artifact
+from actors.openvino_ir import compile_ir, infer_async
+from storage.artifacts import open_typed
+from storage.results import INFER_MS, STATUS
 from xray.labels import prob_column
+from xray.manifests import ArtifactKind
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "tilescope", "ov")
-
-
-def compile_ir(artifact: Artifact, xml_path: str, threads: int, streams: int, cache_dir: str):
-    """One IR of an artifact -> an AsyncInferQueue with one request per stream, sized to the actor's CPUs."""
-    import openvino as ov
-
-    xml = artifact.read(xml_path)
-    weights = artifact.read(xml_path[: -len(".xml")] + ".bin")
-    core = ov.Core()
-    os.makedirs(cache_dir, exist_ok=True)
-    core.set_property({"CACHE_DIR": cache_dir})
-    model = core.read_model(model=xml.decode(), weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
-    compiled = core.compile_model(model, "CPU", {
-        "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": streams,
-        "ENABLE_CPU_PINNING": False,
-        "PERFORMANCE_HINT": "THROUGHPUT",
-    })
-    # One infer request per stream keeps every stream busy with async requests.
-    return ov.AsyncInferQueue(compiled, streams)
-
-
-def infer_async(queue, pixels: np.ndarray, infer_batch: int, n_outputs: int) -> np.ndarray:
-    """(N, 1, S, S) uint8 -> (N, n_outputs) float32, sub-batches of infer_batch over the queue's requests."""
-    n = pixels.shape[0]
-    out = np.empty((n, n_outputs), dtype=np.float32)
-
-    def done(request, start: int) -> None:
-        result = request.get_output_tensor(0).data
-        out[start : start + result.shape[0]] = result
-
-    queue.set_callback(done)
-    for start in range(0, n, infer_batch):
-        queue.start_async({0: np.ascontiguousarray(pixels[start : start + infer_batch])}, userdata=start)
-    queue.wait_all()
-    return out
 
 
 class Int8Scorer:
@@ -75,10 +42,10 @@ class Int8Scorer:
         self._labels: list[str] = []
 
     def _load(self) -> None:
-        artifact = open_artifact(self.artifact_uri, self.endpoint)
-        self._queue = compile_ir(artifact, artifact.manifest["precisions"][self.precision], self.threads,
-                                 self.streams, self.cache_dir)
-        self._labels = list(artifact.manifest["labels"])
+        artifact, manifest = open_typed(self.artifact_uri, self.endpoint, "--model", ArtifactKind.MODEL)
+        self._queue = compile_ir(artifact, manifest.ir_path(self.precision), self.threads, self.streams,
+                                 self.cache_dir)
+        self._labels = list(manifest.labels)
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) uint8 -> (N, L) float32, in sub-batches of infer_batch over async requests."""
@@ -87,16 +54,29 @@ class Int8Scorer:
         return infer_async(self._queue, pixels, self.infer_batch, len(self._labels))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._queue is None:
+        """One chunk (the batch contract above): drops `pixels`, adds the score columns and `infer_ms`."""
+        if not self._loaded():
             self._load()
         pixels = batch.pop("pixels")
-        ok = batch["status"] == "ok"
-        probs = np.full((len(ok), len(self._labels)), np.nan, dtype=np.float32)
+        ok = batch[STATUS] == "ok"
         t0 = time.perf_counter()
+        columns = self.score_columns(pixels, ok)
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        batch[INFER_MS] = np.where(ok, elapsed_ms / max(int(ok.sum()), 1), 0.0).astype(np.float32)
+        batch.update(columns)
+        return batch
+
+    def _loaded(self) -> bool:
+        return self._queue is not None
+
+    def score_columns(self, pixels: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+        """pixels (B, 1, S, S) uint8 and the (B,) mask of ok rows -> the output columns, NaN on other rows:
+        here one (B,) float32 `prob_<Label>` column per label. A subclass overrides this to add columns."""
+        probs = np.full((len(ok), len(self._labels)), np.nan, dtype=np.float32)
         if ok.any():
             probs[ok] = self.infer(np.ascontiguousarray(pixels[ok]))
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        batch["infer_ms"] = np.where(ok, elapsed_ms / max(int(ok.sum()), 1), 0.0).astype(np.float32)
-        for j, label in enumerate(self._labels):
-            batch[prob_column(label)] = probs[:, j]
-        return batch
+        return self._prob_columns(probs)
+
+    def _prob_columns(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, L) -> one (B,) column per label, named by xray.labels.prob_column."""
+        return {prob_column(label): probs[:, j] for j, label in enumerate(self._labels)}

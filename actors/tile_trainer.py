@@ -2,7 +2,7 @@
 pool of Ray actors (one per CPU slot, restarted on failure), each taking one epoch of one position at a
 time from xray.position_schedule, then the position's export.
 
-Inputs are small and picklable: a PositionPlan, the Split (image ids per split + labels) and the decoded
+Inputs are small and picklable: a PositionPlan, the LabelledSplit (image ids per split + labels) and the decoded
 shards (DecodedShard, passed as top-level object refs so every actor on a node reads the same shared
 memory: each image is decoded once per job, never once per position). The actor cuts the position's tiles
 out of them for each call (a copy of one tile per image: milliseconds beside an epoch).
@@ -25,10 +25,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from actors.openvino_ir import export_fp32, infer_probs, ir_bytes, openvino_threads, quantize_int8
 from storage.fs import exists, read_bytes, resolve, write_bytes_atomic
 from storage.image_sets import DecodedShard
 from xray.models import ModelSpec, build_model
 from xray.precision import choose_math_path
+from xray.splits import LabelledSplit
 from xray.tiles import TileGrid, tile_at
 from xray.training import EpochResult, fit
 
@@ -57,17 +59,6 @@ class PositionPlan:
     @property
     def train_seed(self) -> int:
         return self.seed * 1000 + self.position
-
-
-@dataclass(frozen=True)
-class Split:
-    """Image ids of each split and the multi-hot labels (N, L) in the same order."""
-
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
-    train_labels: np.ndarray
-    val_labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -171,7 +162,7 @@ class TileTrainer:
         while len(self._recent) > self.keep_positions:
             self._recent.popitem(last=False)
 
-    def train_epoch(self, plan: PositionPlan, epochs_done: int | None, split: Split,
+    def train_epoch(self, plan: PositionPlan, epochs_done: int | None, split: LabelledSplit,
                     *shards: DecodedShard) -> EpochReport:
         """Train the position's next epoch from its checkpoint (none: fresh seeded weights) and checkpoint it.
 
@@ -207,12 +198,8 @@ class TileTrainer:
         self._remember(plan.position, written)
         return EpochReport(plan.position, before, before + 1, self.node(), history[-1])
 
-    def export(self, plan: PositionPlan, split: Split, *shards: DecodedShard) -> PositionExport:
+    def export(self, plan: PositionPlan, split: LabelledSplit, *shards: DecodedShard) -> PositionExport:
         """Trained checkpoint -> OpenVINO FP32 IR -> NNCF INT8 with a seeded calibration subset of train tiles."""
-        import nncf
-
-        from jobs.quantize import export_fp32, infer_probs, ir_bytes, openvino_threads
-
         state = self._state(plan, plan.epochs)
         if state is None or int(state["epochs_done"]) < plan.epochs:
             raise RuntimeError(f"[{plan.tag}] export before training finished ({self._checkpoint_uri(plan).uri})")
@@ -225,8 +212,7 @@ class TileTrainer:
         calibration = position_tiles(shards, calib_ids, plan.grid, plan.position)
         fp32 = export_fp32(model, plan.grid.tile_size)
         with openvino_threads(self.threads):
-            int8 = nncf.quantize(fp32, nncf.Dataset(list(calibration), lambda x: x[None]),
-                                 preset=nncf.QuantizationPreset(plan.preset), subset_size=len(calibration))
+            int8 = quantize_int8(fp32, calibration, plan.preset)
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
         t0 = time.perf_counter()

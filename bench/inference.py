@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from actors.openvino_ir import export_fp32
 from bench.doc_sections import machine_line, write_section
 from jobs import quantize, synth, train
 from xray.labels import LABELS
@@ -73,7 +74,7 @@ def speed(seconds: float) -> dict:
     results: dict[str, dict[int, float]] = {"pytorch_fp32_eager": {}, "openvino_fp32": {}, "openvino_int8": {}}
     for batch in (1, 8, 32):
         results["pytorch_fp32_eager"][batch] = torch_eager(WithSigmoid(model).eval(), batch, seconds)
-    fp32 = quantize.export_fp32(model, SIZE)
+    fp32 = export_fp32(model, SIZE)
     calib = calibration_images(64)
     int8 = nncf.quantize(fp32, nncf.Dataset(list(calib), lambda x: x[None]), subset_size=len(calib))
     for batch in (1, 8):

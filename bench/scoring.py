@@ -33,6 +33,7 @@ from storage.archives import iter_members, list_shards
 from storage.artifacts import write_artifact
 from xray.decode import decode_resized
 from xray.labels import LABELS
+from xray.manifests import DEFAULT_VAL_FRACTION, CheckpointManifest, SplitRecord
 from xray.models import ModelSpec, build_model
 
 SIZE = 224
@@ -45,8 +46,8 @@ def make_model(workdir: str, archive: str) -> str:
     buf = io.BytesIO()
     torch.save(build_model(spec).state_dict(), buf)
     ckpt = os.path.join(workdir, "ckpt")
-    write_artifact(ckpt, {"model.pt": buf.getvalue()}, {"kind": "checkpoint", "model": {
-        "name": spec.name, "labels": list(spec.labels), "input_size": SIZE}})
+    write_artifact(ckpt, {"model.pt": buf.getvalue()},
+                   CheckpointManifest(model=spec, split=SplitRecord(DEFAULT_VAL_FRACTION, seed=0)))
     model = os.path.join(workdir, "model")
     quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=64,
                                          eval_size=0))

@@ -1,7 +1,9 @@
 """The command line of every job, generated from its frozen config dataclass.
 
 Each config field carries a one-line docstring (a string literal right after the field); that text becomes
-the flag's --help. Field `archive_uri` becomes `--archive-uri`; bools become `--flag/--no-flag`.
+the flag's --help. Field `archive_uri` becomes `--archive-uri`; bools become `--flag/--no-flag`; an enum-typed
+field takes one of its members' values (listed in --help) and the config holds the member. job_main() is the
+main() every job shares.
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import enum
 import inspect
 import os
+import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+S = TypeVar("S")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -45,6 +51,12 @@ def _base_type(tp: Any) -> Any:
     return origin or tp
 
 
+def _enum_type(tp: Any) -> type[enum.Enum] | None:
+    """The enum class a field holds (Precision, Precision | None), or None for any other type."""
+    base = _base_type(tp)
+    return base if isinstance(base, type) and issubclass(base, enum.Enum) else None
+
+
 def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ...] = (),
                skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """Flags for every field of `cls`; fields in `positional` become positional arguments (optional when they
@@ -61,8 +73,11 @@ def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ..
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         help_text = docs.get(f.name, "")
+        kind = _enum_type(hints[f.name])
+        # Strings on the command line, checked against the values; config_from_args makes them members.
+        choices = [member.value for member in kind] if kind else None
         if f.name in positional:
-            parser.add_argument(f.name, nargs=None if required else "?", default=default,
+            parser.add_argument(f.name, nargs=None if required else "?", default=default, choices=choices,
                                 type=tp if tp in (int, float, str) else str, help=help_text)
         elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
@@ -70,22 +85,67 @@ def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ..
             parser.add_argument(flag, nargs="*", default=default, required=required, help=help_text)
         else:
             conv = tp if tp in (int, float, str) else str
-            parser.add_argument(flag, type=conv, default=default, required=required, help=help_text)
+            parser.add_argument(flag, type=conv, default=default, required=required, choices=choices,
+                                help=help_text)
     return parser
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    hints = typing.get_type_hints(cls)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name, value in values.items():
+        kind = _enum_type(hints[name])
         if isinstance(value, list):
             values[name] = tuple(value)
+        elif kind is not None and value is not None:
+            values[name] = kind(value)
     return cls(**values)
+
+
+def coerce_choices(cfg: Any) -> list[str]:
+    """Give each enum-typed field of a config built in code (tests and benchmarks pass plain strings) its
+    member, in place; return one problem per value that is not one, naming the flag and the choices, for the
+    job's validate() to collect. A config parsed from flags holds members already."""
+    hints = typing.get_type_hints(type(cfg))
+    problems = []
+    for f in dataclasses.fields(cfg):
+        kind, value = _enum_type(hints[f.name]), getattr(cfg, f.name)
+        if kind is None or value is None or isinstance(value, kind):
+            continue
+        try:
+            object.__setattr__(cfg, f.name, kind(value))  # frozen: the same value, as its member
+        except ValueError:
+            choices = ", ".join(str(member.value) for member in kind)
+            problems.append(f"--{f.name.replace('_', '-')} {value!r} is not one of {choices}")
+    return problems
 
 
 def require_valid(problems: list[str]) -> None:
     """Raise one ValueError naming every problem (each names its flag)."""
     if problems:
         raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def job_main(config_cls: type[C], run: Callable[[C], S], prog: str, doc: str | None,
+             argv: list[str] | None, rewrite_argv: Callable[[list[str]], list[str]] | None = None,
+             print_summary: Callable[[S], None] | None = None) -> int:
+    """A job's `main(argv)`: flags from `config_cls` (the first line of `doc` describes them), then `run(cfg)`.
+    A bad configuration or input (ValueError), or storage that fails (OSError), prints `<prog>: error: <msg>` and
+    returns 2. `rewrite_argv` edits the arguments before parsing (report merges repeated --results);
+    `print_summary` prints what run() returned."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if rewrite_argv is not None:
+        args = rewrite_argv(args)
+    parser = parser_for(config_cls, prog, doc.splitlines()[0] if doc else "")
+    cfg = config_from_args(config_cls, parser.parse_args(args))
+    try:
+        summary = run(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if print_summary is not None:
+        print_summary(summary)
+    return 0
 
 
 def connect_ray(num_cpus: int | None = None) -> None:

@@ -10,11 +10,10 @@ Local Ray, local files, no configuration; each stage is the same run() a user su
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import dataclass
 
 from jobs import quantize, report, score, synth, train, train_tiles
-from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
+from jobs.cli import connect_ray, job_main, require_valid
 from storage.fs import resolve
 
 
@@ -99,14 +98,7 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(DemoConfig, "tilescope demo", __doc__.splitlines()[0])
-    cfg = config_from_args(DemoConfig, parser.parse_args(argv))
-    try:
-        run(cfg)
-    except (ValueError, OSError) as exc:
-        print(f"tilescope demo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main(DemoConfig, run, "tilescope demo", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ render (tables, page) -> save (every file atomically, report.json last).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from jobs.cli import config_from_args, parser_for, require_valid
+from jobs.cli import coerce_choices, job_main, require_valid
 from jobs.report_stages import (
     Evaluation,
     ScoredImages,
@@ -37,13 +36,13 @@ from jobs.report_stages import (
 )
 from storage.fs import check_reachable, resolve
 from storage.metadata_files import load_metadata
-from storage.reports import ScoredRun, open_run, write_table, write_text
+from storage.report_files import write_table, write_text
+from storage.results import ScoredRun, open_run
 from xray.ground_truth import Split
 from xray.report_html import Overlay, ReportPage, TableView, render_page
-from xray.report_plots import auroc_chart_svg, histogram_svg, roc_svg
+from xray.report_plots import auroc_chart_svg, format_metric, histogram_svg, roc_svg
 
 REPORT_SCHEMA_VERSION = 1
-SPLITS = tuple(s.value for s in Split)
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,11 @@ class ReportConfig:
     """Directory (local or s3://) for report.html, the CSV/Parquet tables and report.json."""
     archive: str | None = None
     """Image archive URI: lets a run with heatmaps show them over its top-flagged images."""
-    eval_split: str = "test"
+    eval_split: Split = Split.TEST
     """Images the AUROC table uses: test, train_val or all (every image listed in the metadata)."""
-    fit_split: str = "train_val"
+    fit_split: Split = Split.TRAIN_VAL
     """Split the per-label thresholds are fit on: train_val, test or all."""
-    apply_split: str = "test"
+    apply_split: Split = Split.TEST
     """Split the thresholds are applied to for the flag counts: test, train_val or all."""
     target_sensitivity: float = 0.9
     """Sensitivity each label's threshold reaches on the fit split."""
@@ -99,10 +98,7 @@ def validate(cfg: ReportConfig) -> None:
     problems = []
     if len(cfg.results) not in (1, 2):
         problems.append(f"--results takes one run, or two to compare (got {len(cfg.results)})")
-    for flag, value in (("--eval-split", cfg.eval_split), ("--fit-split", cfg.fit_split),
-                        ("--apply-split", cfg.apply_split)):
-        if value not in SPLITS:
-            problems.append(f"{flag} {value!r} is not one of {', '.join(SPLITS)}")
+    problems += coerce_choices(cfg)
     if not 0.0 < cfg.target_sensitivity <= 1.0:
         problems.append("--target-sensitivity must be in (0, 1]")
     if cfg.bootstrap < 0:
@@ -153,7 +149,7 @@ def run(cfg: ReportConfig) -> ReportSummary:
                             evaluated, ev.mean_auroc, ev.baseline_mean_auroc, flagged, len(drawn),
                             time.perf_counter() - t0)
     print(f"report on {runs[0].uri}: {summary.scored} scored images, {evaluated} evaluated ({cfg.eval_split}), "
-          f"mean AUROC {_fmt(summary.mean_auroc)}; {flagged} flagged on {cfg.apply_split}; "
+          f"mean AUROC {format_metric(summary.mean_auroc, 4)}; {flagged} flagged on {cfg.apply_split}; "
           f"{summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
     return summary
 
@@ -207,11 +203,11 @@ def _facts(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages, ev: 
              ("Ground truth", f"{int(primary.truth.known.sum())} of {primary.image_id.size} scored images listed "
                               f"in {cfg.metadata}"),
              ("Evaluated", f"{int(primary.truth.mask(Split(cfg.eval_split)).sum())} images ({cfg.eval_split})"),
-             ("Mean AUROC", f"{_fmt(ev.mean_auroc)} over labels with both classes"),
+             ("Mean AUROC", f"{format_metric(ev.mean_auroc, 4)} over labels with both classes"),
              ("Intervals", f"{cfg.ci_level:.0%}; AUROC: {cfg.bootstrap} stratified bootstrap resamples (seed "
                            f"{cfg.seed}); deltas: DeLong")]
     if len(runs) > 1:
-        facts.append(("Baseline", f"{runs[1].uri}: mean AUROC {_fmt(ev.baseline_mean_auroc)} on the "
+        facts.append(("Baseline", f"{runs[1].uri}: mean AUROC {format_metric(ev.baseline_mean_auroc, 4)} on the "
                                   f"{ev.paired_images} images both runs scored; deltas are run minus baseline"))
     return facts
 
@@ -260,10 +256,6 @@ def _report_json(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages
     }
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if np.isnan(v) else f"{v:.4f}"
-
-
 def merge_repeated(argv: list[str], flag: str) -> list[str]:
     """`--results a --results b` -> `--results a b`: the generated flag takes several values after one flag
     (nargs='*'), where argparse would otherwise keep only the last occurrence."""
@@ -284,15 +276,8 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(ReportConfig, "tilescope report", __doc__.splitlines()[0])
-    args = merge_repeated(list(sys.argv[1:] if argv is None else argv), "--results")
-    cfg = config_from_args(ReportConfig, parser.parse_args(args))
-    try:
-        run(cfg)
-    except (ValueError, OSError) as exc:
-        print(f"tilescope report: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main(ReportConfig, run, "tilescope report", __doc__, argv,
+                    rewrite_argv=lambda args: merge_repeated(args, "--results"))
 
 
 if __name__ == "__main__":

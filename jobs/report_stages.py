@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from storage.archives import fetch_images
 from storage.metadata_files import ArchiveMetadata
-from storage.reports import ScoredRun, fetch_images, read_heatmaps
+from storage.results import ScoredRun, error_reason, read_heatmaps
 from xray.decode import DecodeError, decode_gray8
 from xray.evaluation import (
     AurocDelta,
@@ -181,7 +182,7 @@ def errors_table(run: ScoredRun) -> pa.Table:
     reasons: Counter[str] = Counter()
     example: dict[str, tuple[str, str]] = {}
     for image_id, error in zip(run.image_id[errors], run.error[errors], strict=True):
-        reason = (error or "unknown").split(":")[0][:80]
+        reason = error_reason(error or "unknown")
         reasons[reason] += 1
         example.setdefault(reason, (image_id, error or ""))
     ordered = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))

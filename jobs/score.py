@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 import time
 from dataclasses import asdict, dataclass
 
-from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
-from jobs.score_stages import ProgressLine, count_results, decode_chunk, write_chunks
+from actors.openvino_ir import IRPrecision
+from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
+from jobs.score_stages import ProgressLine, decode_chunk, write_chunks
 from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
-from storage.artifacts import open_artifact
+from storage.artifacts import open_typed
 from storage.fs import check_reachable, resolve
 from storage.metadata_files import load_metadata
 from storage.results import (
     RESULTS_SCHEMA_VERSION,
     RUN_CLAIM,
     RUN_MANIFEST,
+    count_results,
     model_dir_name,
     read_json,
     scan_progress,
     write_json,
 )
 from xray.decode import DEFAULT_MAX_PIXELS
-
-PRECISIONS = ("int8", "fp32")
+from xray.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ScoreConfig:
     """Data_Entry_2017.csv URI: gives the expected total for progress/ETA and counts images never found."""
     run_id: str | None = None
     """Run id stored in every row; default derives from archive + artifact, so a rerun resumes."""
-    precision: str = "int8"
+    precision: IRPrecision = IRPrecision.INT8
     """Which IR of the artifact to run: int8 or fp32."""
     chunk_size: int = 64
     """Most images per chunk: the unit of scoring calls, output files and resume."""
@@ -94,9 +94,7 @@ class ScoreSummary:
 
 
 def validate(cfg: ScoreConfig) -> None:
-    problems = []
-    if cfg.precision not in PRECISIONS:
-        problems.append(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    problems = coerce_choices(cfg)
     if cfg.chunk_size < 1:
         problems.append("--chunk-size must be at least 1")
     if cfg.chunk_mb < 1:
@@ -127,15 +125,15 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     out_root = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out_root)
     shards = list_shards(cfg.archive, cfg.s3_endpoint)
-    artifact = open_artifact(cfg.model, cfg.s3_endpoint)
-    if cfg.precision not in artifact.manifest.get("precisions", {}):
+    artifact, manifest = open_typed(cfg.model, cfg.s3_endpoint, "--model", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE)
+    if cfg.precision not in manifest.precisions:
         raise ValueError(f"--model {cfg.model}: artifact has no {cfg.precision} IR")
-    labels = list(artifact.manifest["labels"])
-    input_size = int(artifact.manifest["input"]["shape"][-1])
+    labels = list(manifest.labels)
+    input_size = manifest.input_size
     expected = None
     if cfg.metadata:
         expected = {e.image_index for e in load_metadata(cfg.metadata, cfg.s3_endpoint).entries}
-    out = out_root.join(model_dir_name(artifact.manifest["model"], artifact.sha256))
+    out = out_root.join(model_dir_name(manifest.model, artifact.sha256))
     claim = read_json(out, RUN_CLAIM)
     run_id = cfg.run_id or (claim or {}).get("run_id") or default_run_id(cfg.archive, artifact.sha256)
     if claim is not None and claim["run_id"] != run_id:
@@ -153,7 +151,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     progress = scan_progress(out)
     todo = [s for s in shards if s.name not in progress.complete]
     print(f"run {run_id}: {len(shards)} shards ({len(shards) - len(todo)} already complete), "
-          f"model {artifact.manifest['model']} {cfg.precision} sha256 {artifact.sha256[:12]}, out {out.uri}",
+          f"model {manifest.model} {cfg.precision} sha256 {artifact.sha256[:12]}, out {out.uri}",
           flush=True)
 
     # Stream.
@@ -161,7 +159,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     if todo:
         connect_ray()
         t_stream = time.perf_counter()
-        scored_now = _stream(cfg, todo, progress.chunks, out.uri, artifact, run_id, input_size, labels,
+        scored_now = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, input_size, labels,
                              expected_total=len(expected) if expected else None)
         stream_seconds = time.perf_counter() - t_stream
 
@@ -177,7 +175,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         "missing_from_archive": (len(expected - counts.image_ids) if expected is not None else None),
         "scored_this_attempt": scored_now, "seconds_this_attempt": seconds,
         "pipeline_seconds_this_attempt": stream_seconds, "images_per_s": rate,
-        "model": artifact.manifest["model"], "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
+        "model": manifest.model, "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
         "precision": cfg.precision, "labels": labels, "shards": [s.name for s in shards],
         "config": _public_config(cfg), "versions": _versions(ray.__version__),
     }
@@ -188,8 +186,8 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
                         stream_seconds)
 
 
-def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id: str, input_size: int,
-            labels: list[str], expected_total: int | None) -> int:
+def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifest: ScorableManifest, run_id: str,
+            input_size: int, labels: list[str], expected_total: int | None) -> int:
     import ray
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
@@ -228,7 +226,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
         ctx.target_max_block_size, ctx.execution_options = saved
     ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_cpus)
-    ensemble = artifact.manifest.get("kind") == "ensemble"
+    ensemble = isinstance(manifest, EnsembleManifest)
     ds = ds.map_batches(
         EnsembleScorer if ensemble else Int8Scorer,
         fn_constructor_kwargs={"artifact_uri": artifact.uri, "precision": cfg.precision,
@@ -245,9 +243,9 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, run_id:
         # and never duplicates (tests/integration/test_score_resume.py kills an actor mid-run).
     )
     writer_args = {"out_uri": out_uri, "endpoint": cfg.s3_endpoint, "labels": labels,
-                   "model": artifact.manifest["model"], "artifact_sha256": artifact.sha256,
+                   "model": manifest.model, "artifact_sha256": artifact.sha256,
                    "precision": cfg.precision, "run_id": run_id,
-                   "heatmap_shape": heatmap_shape(artifact.manifest) if ensemble else None}
+                   "heatmap_shape": heatmap_shape(manifest) if ensemble else None}
     # Zero-CPU tasks are not limited by CPUs: cap the writers, or every finished chunk starts one more
     # worker process and memory grows with the archive.
     ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0, compute=TaskPoolStrategy(size=actors))
@@ -293,14 +291,7 @@ def _versions(ray_version: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(ScoreConfig, "tilescope score", __doc__.splitlines()[0])
-    cfg = config_from_args(ScoreConfig, parser.parse_args(argv))
-    try:
-        run(cfg)
-    except (ValueError, OSError) as exc:
-        print(f"tilescope score: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main(ScoreConfig, run, "tilescope score", __doc__, argv)
 
 
 if __name__ == "__main__":

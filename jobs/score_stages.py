@@ -1,4 +1,4 @@
-"""The stages of `tilescope score` that run inside Ray Data tasks, and the driver's progress and counts.
+"""The stages of `tilescope score` that run inside Ray Data tasks, and the driver's progress line.
 
 Batches are `dict[str, np.ndarray]`; one batch is one chunk (see storage/archive_source.py).
 """
@@ -7,26 +7,37 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.fs import resolve
-from storage.results import results_schema, scan_progress, write_chunk
+from storage.results import (
+    CHUNK,
+    DATA,
+    DECODE_MS,
+    ERROR,
+    IMAGE_ID,
+    LAST,
+    ROWS,
+    SHARD,
+    SOURCE,
+    STATUS,
+    results_schema,
+    results_table,
+    write_chunk,
+)
 from xray.decode import decode_many
 
-CARRIED = ("image_id", "source", "shard", "chunk", "last", "rows")
+CARRIED = (IMAGE_ID, SOURCE, SHARD, CHUNK, LAST, ROWS)
 
 
 def decode_chunk(batch: dict[str, np.ndarray], size: int, max_pixels: int) -> dict[str, np.ndarray]:
     """raw member bytes -> pixels (N, 1, size, size) uint8 + status/error/decode_ms; bytes dropped."""
-    pixels, status, error, millis = decode_many(list(batch["data"]), list(batch["error"]), size, max_pixels)
+    pixels, status, error, millis = decode_many(list(batch[DATA]), list(batch[ERROR]), size, max_pixels)
     out = {name: batch[name] for name in CARRIED}
-    out.update(pixels=pixels, status=np.array(status, dtype=object), error=np.array(error, dtype=object),
-               decode_ms=millis)
+    out.update({"pixels": pixels, STATUS: np.array(status, dtype=object), ERROR: np.array(error, dtype=object),
+                DECODE_MS: millis})
     return out
 
 
@@ -39,46 +50,23 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
     """
     out = resolve(out_uri, endpoint)
     schema = results_schema(labels, heatmap_shape)
-    n = len(batch["image_id"])
-    keys = list(zip(batch["shard"].tolist(), batch["chunk"].tolist(), strict=True))
+    n = len(batch[IMAGE_ID])
+    keys = list(zip(batch[SHARD].tolist(), batch[CHUNK].tolist(), strict=True))
     summary: dict[str, list] = {"shard": [], "chunk": [], "rows": [], "errors": []}
     for key in dict.fromkeys(keys):
         idx = np.array([i for i in range(n) if keys[i] == key])
-        expected = int(batch["rows"][idx[0]])
+        expected = int(batch[ROWS][idx[0]])
         if len(idx) != expected:
             raise RuntimeError(f"chunk {key} arrived split ({len(idx)} of {expected} rows); refusing to write")
-        columns = {
-            "image_id": batch["image_id"][idx], "source": batch["source"][idx],
-            "status": batch["status"][idx], "error": batch["error"][idx],
-            **{f.name: batch[f.name][idx] for f in schema if f.name.startswith("prob_")},
-            "model": [model] * len(idx), "artifact_sha256": [artifact_sha256] * len(idx),
-            "precision": [precision] * len(idx), "run_id": [run_id] * len(idx),
-            "decode_ms": batch["decode_ms"][idx], "infer_ms": batch["infer_ms"][idx],
-        }
-        if heatmap_shape is not None:
-            heat = np.asarray(batch["heatmap"][idx], dtype=np.float32)
-            columns["heatmap"] = [None if np.isnan(row).all() else row.tolist() for row in heat]
-            columns["tile_max"] = batch["tile_max"][idx]
-        arrays = [pa.array(_nullable(columns[f.name]), type=f.type) for f in schema]
-        table = pa.Table.from_arrays(arrays, schema=schema)
-        write_chunk(out, key[0], int(key[1]), bool(batch["last"][idx[0]]), table)
+        table = results_table(batch, idx, schema, model, artifact_sha256, precision, run_id)
+        write_chunk(out, key[0], int(key[1]), bool(batch[LAST][idx[0]]), table)
         summary["shard"].append(key[0])
         summary["chunk"].append(int(key[1]))
         summary["rows"].append(len(idx))
-        summary["errors"].append(int((batch["status"][idx] == "error").sum()))
+        summary["errors"].append(int((batch[STATUS][idx] == "error").sum()))
     # Return the chunk's freed Arrow buffers to the OS: the writer is a long-lived worker (see iter_chunks).
     pa.default_memory_pool().release_unused()
     return {k: np.array(v) for k, v in summary.items()}
-
-
-def _nullable(values) -> list:
-    """numpy -> list with NaN probabilities (error rows) as nulls."""
-    if isinstance(values, list):
-        return values
-    arr = np.asarray(values)
-    if arr.dtype.kind == "f":
-        return [None if np.isnan(v) else float(v) for v in arr]
-    return arr.tolist()
 
 
 class ProgressLine:
@@ -114,33 +102,3 @@ class ProgressLine:
 
     def finish(self) -> None:
         print(self.render(time.perf_counter()), file=self.stream, flush=True)
-
-
-@dataclass(frozen=True)
-class ResultCounts:
-    rows: int
-    ok: int
-    errors: int
-    files: int
-    image_ids: frozenset[str]
-    top_errors: dict[str, int]
-
-
-def count_results(out) -> ResultCounts:
-    """Read back only image_id/status/error of every chunk file: the counts come from storage, not memory."""
-    files = scan_progress(out).files
-    rows = ok = errors = 0
-    ids: set[str] = set()
-    reasons: Counter[str] = Counter()
-    for path in files:
-        with out.fs.open_input_file(path) as f:
-            table = pq.read_table(f, columns=["image_id", "status", "error"])
-        status = table.column("status").to_pylist()
-        rows += len(status)
-        ok += status.count("ok")
-        errors += status.count("error")
-        ids.update(table.column("image_id").to_pylist())
-        for reason in table.column("error").to_pylist():
-            if reason:
-                reasons[reason.split(":")[0][:80]] += 1
-    return ResultCounts(rows, ok, errors, len(files), frozenset(ids), dict(reasons.most_common(10)))

@@ -14,14 +14,13 @@ from __future__ import annotations
 import gzip
 import io
 import re
-import sys
 import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobs.cli import config_from_args, parser_for, require_valid
-from storage.fs import StorageError, check_reachable, list_files, resolve, write_bytes_atomic
+from jobs.cli import coerce_choices, job_main, require_valid
+from storage.fs import check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
 from xray.synth import MIN_SIZE, encode_png, synth_case
 from xray.synth_metadata import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
@@ -51,7 +50,7 @@ class SynthConfig:
     """Seed of everything: images, findings, patients and the test split."""
     test_fraction: float = 0.2
     """Fraction of patients listed in test_list.txt (the rest go to train_val_list.txt)."""
-    csv_style: str = "2017"
+    csv_style: CsvStyle = CsvStyle.V2017
     """Data_Entry format: 2017 (trailing comma on every line) or 2020 (none)."""
     finding_scale: float = 1.0
     """Size factor of the focal findings (nodule, mass, ...): 0.5 makes small findings that a whole-image
@@ -101,8 +100,7 @@ def validate(cfg: SynthConfig) -> None:
         problems.append(f"--test-fraction must be in (0, 1), got {cfg.test_fraction}")
     if not 0.1 <= cfg.finding_scale <= 2.0:
         problems.append(f"--finding-scale must be in [0.1, 2.0], got {cfg.finding_scale}")
-    if cfg.csv_style not in {s.value for s in CsvStyle}:
-        problems.append(f"--csv-style {cfg.csv_style!r} is not one of {', '.join(s.value for s in CsvStyle)}")
+    problems += coerce_choices(cfg)
     require_valid(problems)
 
 
@@ -176,18 +174,15 @@ def run(cfg: SynthConfig) -> SynthSummary:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(SynthConfig, "tilescope synth", __doc__.splitlines()[0])
-    cfg = config_from_args(SynthConfig, parser.parse_args(argv))
-    try:
-        s = run(cfg)
-    except (ValueError, OSError, StorageError) as exc:
-        print(f"tilescope synth: error: {exc}", file=sys.stderr)
-        return 2
+def print_summary(s: SynthSummary) -> None:
     print(f"synth: {s.n_images} images of {s.n_patients} patients ({s.n_train_val} train_val, "
           f"{s.n_test} test), {s.n_bboxes} boxes, {len(s.shards)} shards, "
           f"{s.bytes_written / 2**20:.1f} MiB to {s.out} in {s.seconds:.1f}s")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # StorageError is an OSError: job_main reports it like any other storage failure.
+    return job_main(SynthConfig, run, "tilescope synth", __doc__, argv, print_summary=print_summary)
 
 
 if __name__ == "__main__":

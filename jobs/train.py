@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from jobs.cli import config_from_args, parser_for, require_valid
+from jobs.cli import coerce_choices, job_main, require_valid
 from storage.artifacts import write_artifact
 from storage.fs import check_reachable, exists, resolve
 from storage.image_sets import load_image_set
-from storage.metadata_files import ArchiveMetadata, default_metadata_uri, load_metadata
+from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.labels import LABELS
-from xray.metadata import patient_split
+from xray.manifests import CheckpointManifest, SplitRecord
 from xray.metrics import mean_auroc, per_label_auroc
 from xray.models import BACKBONES, ModelSpec, build_model, load_state
 from xray.precision import Precision, choose_math_path
+from xray.splits import labels_for, split_by_patient
 from xray.training import EpochResult, fit, predict_probs
 
 
@@ -54,7 +54,7 @@ class TrainConfig:
     """Share of train_val patients held out for validation."""
     seed: int = 0
     """Seed for the patient split, shuffling and initialisation."""
-    precision: str = "auto"
+    precision: Precision = Precision.AUTO
     """auto (bf16 on AMX CPUs, else fp32), bf16 or fp32."""
     threads: int = 0
     """torch threads; 0 = all cores of this process."""
@@ -92,37 +92,8 @@ def validate(cfg: TrainConfig) -> None:
         problems.append("--batch-size must be at least 2 (BatchNorm)")
     if not 0.0 < cfg.val_fraction < 1.0:
         problems.append("--val-fraction must be in (0, 1)")
-    if cfg.precision not in {p.value for p in Precision}:
-        problems.append(f"--precision {cfg.precision!r} is not one of auto, bf16, fp32")
+    problems += coerce_choices(cfg)
     require_valid(problems)
-
-
-def split_ids(meta: ArchiveMetadata, val_fraction: float, seed: int) -> tuple[set[str], set[str], set[str]]:
-    """(train, val, test) image ids: test from test_list.txt, val = held-out train_val patients.
-
-    Without split lists, test is carved out of all patients the same way as validation.
-    """
-    entries = list(meta.entries)
-    if meta.test is not None:
-        test = set(meta.test)
-    else:
-        _, test_patients = patient_split(entries, val_fraction, seed + 1)
-        tp = set(test_patients)
-        test = {e.image_index for e in entries if e.patient_id in tp}
-    pool = [e for e in entries if e.image_index not in test]
-    if meta.train_val is not None:
-        allowed = set(meta.train_val)
-        pool = [e for e in pool if e.image_index in allowed]
-    _, val_patients = patient_split(pool, val_fraction, seed)
-    vp = set(val_patients)
-    val = {e.image_index for e in pool if e.patient_id in vp}
-    train = {e.image_index for e in pool} - val
-    return train, val, test
-
-
-def labels_for(ids: tuple[str, ...], meta: ArchiveMetadata) -> np.ndarray:
-    by_id = {e.image_index: e.labels for e in meta.entries}
-    return np.array([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), len(LABELS))
 
 
 def run(cfg: TrainConfig) -> TrainSummary:
@@ -143,15 +114,15 @@ def run(cfg: TrainConfig) -> TrainSummary:
 
         load_state(model, read_bytes(resolve(cfg.init_weights, cfg.s3_endpoint)), cfg.init_weights)
 
-    train_ids, val_ids, test_ids = split_ids(meta, cfg.val_fraction, cfg.seed)
-    images = load_image_set(cfg.archive, train_ids | val_ids | test_ids, cfg.input_size, cfg.s3_endpoint)
+    split = split_by_patient(meta, cfg.val_fraction, cfg.seed)
+    images = load_image_set(cfg.archive, split.all, cfg.input_size, cfg.s3_endpoint)
     index = {i: k for k, i in enumerate(images.ids)}
 
-    def subset(ids: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    def subset(ids: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
         chosen = tuple(i for i in images.ids if i in ids)
         return images.pixels[[index[i] for i in chosen]], labels_for(chosen, meta)
 
-    train, val, test = subset(train_ids), subset(val_ids), subset(test_ids)
+    train, val, test = subset(split.train), subset(split.val), subset(split.test)
     if len(train[0]) < 2:
         raise ValueError(f"--archive {cfg.archive}: only {len(train[0])} decodable training images found")
     print(f"train: {len(train[0])} images, val: {len(val[0])}, test: {len(test[0])}, "
@@ -165,17 +136,13 @@ def run(cfg: TrainConfig) -> TrainSummary:
     test_auroc = per_label_auroc(test[1], predict_probs(model, test[0], cfg.batch_size, path))
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    manifest = {
-        "kind": "checkpoint",
-        "model": asdict(spec),
-        "config": asdict(cfg),
-        "math_path": path.describe(),
-        "history": [asdict(r) for r in history],
-        "test_auroc": test_auroc,
-        "test_mean_auroc": mean_auroc(test_auroc),
-        "versions": {"torch": torch.__version__},
-    }
-    sha = write_artifact(cfg.out, {"model.pt": buf.getvalue()}, json.loads(json.dumps(manifest)),
+    manifest = CheckpointManifest(
+        model=spec, split=SplitRecord(cfg.val_fraction, cfg.seed, len(train[0]), len(val[0]), len(test[0])),
+        config=asdict(cfg), math_path=path.describe(), history=tuple(asdict(r) for r in history),
+        test_auroc=tuple(test_auroc), test_mean_auroc=mean_auroc(test_auroc),
+        versions={"torch": torch.__version__},
+    )
+    sha = write_artifact(cfg.out, {"model.pt": buf.getvalue()}, json.loads(json.dumps(manifest.to_json())),
                          cfg.s3_endpoint)
     summary = TrainSummary(cfg.out, sha, path.describe(), tuple(history), tuple(test_auroc),
                            mean_auroc(test_auroc), len(train[0]), len(val[0]), len(test[0]),
@@ -185,14 +152,7 @@ def run(cfg: TrainConfig) -> TrainSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(TrainConfig, "tilescope train", __doc__.splitlines()[0])
-    cfg = config_from_args(TrainConfig, parser.parse_args(argv))
-    try:
-        run(cfg)
-    except (ValueError, OSError) as exc:
-        print(f"tilescope train: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main(TrainConfig, run, "tilescope train", __doc__, argv)
 
 
 if __name__ == "__main__":

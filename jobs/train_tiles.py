@@ -18,15 +18,14 @@ manifest last). Rerunning a finished job does nothing; rerunning a crashed one r
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, Split, TileTrainer
-from jobs.cli import config_from_args, connect_ray, parser_for, require_valid
-from jobs.train import labels_for, split_ids
+from actors.openvino_ir import QuantizationPreset
+from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, TileTrainer
+from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
 from storage.archives import list_shards
 from storage.artifacts import open_artifact, write_artifact
 from storage.fs import check_reachable, exists, resolve
@@ -35,9 +34,11 @@ from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.ensemble_eval import EnsembleEvaluation, evaluate_ensemble
 from xray.join import Combiner
 from xray.labels import LABELS
+from xray.manifests import ENSEMBLE_PRECISIONS, EnsembleManifest, PositionRecord, SplitRecord
 from xray.models import BACKBONES
 from xray.position_schedule import PositionSchedule, Step
 from xray.precision import Precision
+from xray.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
 from xray.tiles import TileGrid
 
 
@@ -69,13 +70,13 @@ class TrainTilesConfig:
     """Trainer actors; 0: as many as the cluster's CPUs hold at --actor-cpus each (at most one per position)."""
     val_fraction: float = 0.15
     """Share of train_val patients held out for validation (combiner, thresholds)."""
-    combiner: str = "stacked"
+    combiner: Combiner = Combiner.STACKED
     """Default join for scoring: mean, max or stacked (fit on validation)."""
     calibration_size: int = 300
     """Training tiles per position in the seeded NNCF calibration subset."""
-    preset: str = "performance"
+    preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
     """NNCF preset: performance or mixed."""
-    precision: str = "auto"
+    precision: Precision = Precision.AUTO
     """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32."""
     seed: int = 0
     """Seed for the split, initialisation, shuffling and calibration."""
@@ -120,14 +121,9 @@ def validate(cfg: TrainTilesConfig) -> TileGrid:
         problems.append("--actors must be 0 (one per CPU slot) or positive")
     if not 0.0 < cfg.val_fraction < 1.0:
         problems.append("--val-fraction must be in (0, 1)")
-    if cfg.combiner not in {c.value for c in Combiner}:
-        problems.append(f"--combiner {cfg.combiner!r} is not one of mean, max, stacked")
-    if cfg.precision not in {p.value for p in Precision}:
-        problems.append(f"--precision {cfg.precision!r} is not one of auto, bf16, fp32")
+    problems += coerce_choices(cfg)
     if cfg.calibration_size < 1:
         problems.append("--calibration-size must be at least 1")
-    if cfg.preset not in ("performance", "mixed"):
-        problems.append(f"--preset {cfg.preset!r} is not one of performance, mixed")
     require_valid(problems)
     assert grid is not None
     return grid
@@ -151,8 +147,7 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
         return TrainTilesSummary(cfg.out, art.sha256, grid.shape, (), None, True, time.perf_counter() - t0)
     shards = list_shards(cfg.archive, cfg.s3_endpoint)
     meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
-    train_ids, val_ids, test_ids = split_ids(meta, cfg.val_fraction, cfg.seed)
-    wanted = frozenset(train_ids | val_ids | test_ids)
+    patients = split_by_patient(meta, cfg.val_fraction, cfg.seed)
     print(f"grid {grid.steps}x{grid.steps} of {grid.tile_size}px tiles (stride {grid.stride}) over "
           f"{grid.image_size}px images: {grid.n_positions} position models; {len(shards)} shards; "
           f"work {work_uri(cfg)}", flush=True)
@@ -162,11 +157,11 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
     t_phase = time.perf_counter()
     # Decode: one task per shard; results stay in the object store, shared by every position actor.
     decode = ray.remote(load_shard_images).options(num_cpus=1, max_retries=3)
-    shard_refs = [decode.remote(s, wanted, grid.image_size, cfg.s3_endpoint) for s in shards]
+    shard_refs = [decode.remote(s, patients.all, grid.image_size, cfg.s3_endpoint) for s in shards]
     decoded: list[DecodedShard] = ray.get(shard_refs)
     present = {i for d in decoded for i in d.ids}
     skipped = sum(len(d.errors) for d in decoded)
-    split = _split(meta, train_ids, val_ids, test_ids, present)
+    split = labelled_split(patients, meta, present)
     if len(split.train) < 2 or len(split.val) < 1 or len(split.test) < 1:
         raise ValueError(f"--archive {cfg.archive}: too few decodable images per split (train "
                          f"{len(split.train)}, val {len(split.val)}, test {len(split.test)})")
@@ -200,13 +195,6 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
           + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc['int8'][cfg.combiner]:.4f}; wall "
           + ", ".join(f"{name} {s:.1f}s" for name, s in phases.items()), flush=True)
     return summary
-
-
-def _split(meta, train_ids, val_ids, test_ids, present: set[str]) -> Split:
-    train = tuple(sorted(i for i in train_ids if i in present))
-    val = tuple(sorted(i for i in val_ids if i in present))
-    test = tuple(sorted(i for i in test_ids if i in present))
-    return Split(train, val, test, labels_for(train, meta), labels_for(val, meta))
 
 
 def trainer_count(cfg: TrainTilesConfig, n_positions: int, cluster_cpus: float) -> int:
@@ -300,7 +288,7 @@ def _position_result(export: PositionExport, reports: list[EpochReport]) -> Posi
 
 
 def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], exports: list[PositionExport],
-          evaluation: EnsembleEvaluation, split: Split) -> str:
+          evaluation: EnsembleEvaluation, split: LabelledSplit) -> str:
     import nncf
     import openvino as ov
     import torch
@@ -308,44 +296,24 @@ def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], 
     files: dict[str, bytes] = {}
     for e in exports:
         files.update(e.files)
-    positions = [{"position": r.position, "origin": list(grid.origin(r.position)),
-                  "fp32": f"positions/p{r.position:03d}/fp32/model.xml",
-                  "int8": f"positions/p{r.position:03d}/int8/model.xml",
-                  "history": list(r.history), "nodes": list(r.nodes), "resumed_from_epoch": r.resumed_from_epoch,
-                  "tiles_per_s": r.tiles_per_s} for r in results]
-    manifest = {
-        "kind": "ensemble",
-        "model": f"tiles{grid.steps}x{grid.steps}-{cfg.backbone}",
-        "backbone": cfg.backbone,
-        "labels": list(LABELS),
-        "grid": {"image_size": grid.image_size, "tile_size": grid.tile_size, "stride": grid.stride,
-                 "shape": list(grid.shape), "order": "row-major"},
-        "input": {"shape": [-1, 1, grid.image_size, grid.image_size], "dtype": "uint8", "layout": "NCHW",
-                  "color": "grayscale", "position_input": [-1, 1, grid.tile_size, grid.tile_size],
-                  "normalization": "inside each position graph: x/255, ImageNet mean/std"},
-        "output": {"name": "probabilities", "activation": "sigmoid"},
-        "precisions": {"fp32": "positions/*/fp32/model.xml", "int8": "positions/*/int8/model.xml"},
-        "positions": positions,
-        "combiner": {"default": cfg.combiner, "stacked": evaluation.stacked.to_json()},
-        "thresholds": evaluation.thresholds,
-        "metrics": evaluation.to_json(),
-        "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
-        "math_path": results[0].math_path,
-        "versions": {"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
-        "config": asdict(cfg),
-    }
+    positions = tuple(PositionRecord(
+        position=r.position, origin=grid.origin(r.position),
+        irs={precision: f"positions/p{r.position:03d}/{precision}/model.xml" for precision in ENSEMBLE_PRECISIONS},
+        history=tuple(r.history), nodes=r.nodes, resumed_from_epoch=r.resumed_from_epoch,
+        tiles_per_s=r.tiles_per_s) for r in results)
+    manifest = EnsembleManifest(
+        model=f"tiles{grid.steps}x{grid.steps}-{cfg.backbone}", backbone=cfg.backbone, labels=LABELS, grid=grid,
+        positions=positions, combiner=cfg.combiner, stacked=evaluation.stacked.to_json(),
+        split=SplitRecord(cfg.val_fraction, cfg.seed, len(split.train), len(split.val), len(split.test)),
+        thresholds=evaluation.thresholds, metrics=evaluation.to_json(), math_path=results[0].math_path,
+        versions={"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+        config=asdict(cfg),
+    )
     return write_artifact(cfg.out, files, manifest, cfg.s3_endpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for(TrainTilesConfig, "tilescope train-tiles", __doc__.splitlines()[0])
-    cfg = config_from_args(TrainTilesConfig, parser.parse_args(argv))
-    try:
-        run(cfg)
-    except (ValueError, OSError) as exc:
-        print(f"tilescope train-tiles: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main(TrainTilesConfig, run, "tilescope train-tiles", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -27,30 +27,31 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from storage.archives import Member, Shard, iter_members
+from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, ROWS, SHARD, SOURCE
 
 CHUNK_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("source", pa.string()),
-    ("shard", pa.string()),
-    ("chunk", pa.int64()),
-    ("last", pa.bool_()),
-    ("rows", pa.int64()),
-    ("data", pa.binary()),
-    ("error", pa.string()),
+    (IMAGE_ID, pa.string()),
+    (SOURCE, pa.string()),
+    (SHARD, pa.string()),
+    (CHUNK, pa.int64()),
+    (LAST, pa.bool_()),
+    (ROWS, pa.int64()),
+    (DATA, pa.binary()),
+    (ERROR, pa.string()),
 ])
 
 
 def _chunk_table(shard: Shard, k: int, members: list[Member], last: bool) -> pa.Table:
     n = len(members)
     return pa.table({
-        "image_id": [m.image_id for m in members],
-        "source": [m.source for m in members],
-        "shard": [shard.name] * n,
-        "chunk": [k] * n,
-        "last": [last] * n,
-        "rows": [n] * n,
-        "data": [m.data for m in members],
-        "error": [m.error for m in members],
+        IMAGE_ID: [m.image_id for m in members],
+        SOURCE: [m.source for m in members],
+        SHARD: [shard.name] * n,
+        CHUNK: [k] * n,
+        LAST: [last] * n,
+        ROWS: [n] * n,
+        DATA: [m.data for m in members],
+        ERROR: [m.error for m in members],
     }, schema=CHUNK_SCHEMA)
 
 

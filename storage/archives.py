@@ -4,6 +4,7 @@ Shards are streamed (tarfile's 'r|*' stream mode over a pyarrow input stream): n
 ever extracted to disk, and a member is read into memory only when it is yielded. Every member is
 accounted for: an unsafe path, a non-regular member or a shard cut off anywhere (mid-gzip, mid-member or
 at a header boundary) each yields a Member whose `error` says why, and the caller turns it into an error row.
+`fetch_images` reads back the few images a report draws, by the `source` its run recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from storage.fs import Location, StorageError, list_files, resolve, uri_of
+from storage.fs import StorageError, list_files, read_bytes, resolve, uri_of
 
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -165,5 +166,28 @@ def iter_members(shard: Shard, endpoint: str | None = None) -> Iterator[Member]:
     return _iter_tar(shard, endpoint)
 
 
-def location_of(shard: Shard, endpoint: str | None = None) -> Location:
-    return resolve(shard.uri, endpoint)
+def fetch_images(archive: str, sources: dict[str, str], endpoint: str | None = None) -> dict[str, bytes]:
+    """image id -> encoded bytes for the images named in `sources` (image id -> the run's `source` column).
+
+    Reads only the shards that hold them (a `shard:member` source names its shard) and stops reading a
+    shard once its images are found; loose files are read directly. Ids not found are left out.
+    """
+    found: dict[str, bytes] = {}
+    shards = list_shards(archive, endpoint)
+    by_shard: dict[str, set[str]] = {}
+    for image_id, source in sources.items():
+        by_shard.setdefault(source.split(":", 1)[0] if ":" in source else "", set()).add(image_id)
+    for shard in shards:
+        if shard.kind == "files":
+            for uri in shard.files:
+                if posixpath.basename(uri) in sources and posixpath.basename(uri) not in found:
+                    found[posixpath.basename(uri)] = read_bytes(resolve(uri, endpoint))
+            continue
+        wanted = by_shard.get(shard.name, set()) - found.keys()
+        for member in iter_members(shard, endpoint) if wanted else ():
+            if member.image_id in wanted and member.data is not None:
+                found[member.image_id] = member.data
+                wanted.discard(member.image_id)
+                if not wanted:
+                    break
+    return found

@@ -15,9 +15,10 @@ import uuid
 from dataclasses import dataclass
 
 from storage.fs import Location, StorageError, exists, read_bytes, resolve, write_bytes_atomic
+from xray.manifests import MANIFEST_SCHEMA_VERSION, ArtifactKind, Manifest, manifest_from_json
 
 MANIFEST = "manifest.json"
-ARTIFACT_SCHEMA_VERSION = 1
+ARTIFACT_SCHEMA_VERSION = MANIFEST_SCHEMA_VERSION
 
 
 def sha256_hex(data: bytes) -> str:
@@ -33,6 +34,10 @@ class Artifact:
     sha256: str
     endpoint: str | None = None
 
+    def parsed(self) -> Manifest:
+        """The typed manifest (xray.manifests); ManifestError (a ValueError) names the artifact and the key."""
+        return manifest_from_json(self.manifest, self.uri)
+
     def read(self, relpath: str) -> bytes:
         """A file of the artifact, verified against the manifest."""
         expected = self.manifest["files"].get(relpath)
@@ -44,11 +49,13 @@ class Artifact:
         return data
 
 
-def write_artifact(uri: str, files: dict[str, bytes], manifest: dict, endpoint: str | None = None) -> str:
+def write_artifact(uri: str, files: dict[str, bytes], manifest: Manifest | dict, endpoint: str | None = None) -> str:
     """Write files and the manifest (with schema version and file hashes added); returns the artifact sha.
 
     Refuses to overwrite an existing artifact: artifacts are immutable, their sha goes into result rows.
     """
+    if not isinstance(manifest, dict):
+        manifest = manifest.to_json()
     loc = resolve(uri, endpoint)
     if exists(loc.join(MANIFEST)):
         raise StorageError(f"{uri}: an artifact already exists here; artifacts are immutable, choose a new --out")
@@ -99,3 +106,13 @@ def open_artifact(uri: str, endpoint: str | None = None) -> Artifact:
     if "files" not in manifest:
         raise StorageError(f"{uri}/{MANIFEST}: no 'files' section")
     return Artifact(uri=loc.uri, manifest=manifest, sha256=sha256_hex(body), endpoint=endpoint)
+
+
+def open_typed(uri: str, endpoint: str | None, flag: str, *kinds: ArtifactKind) -> tuple[Artifact, Manifest]:
+    """open_artifact + its typed manifest, checked to be one of `kinds`; errors name `flag` (e.g. --model)."""
+    artifact = open_artifact(uri, endpoint)
+    manifest = artifact.parsed()
+    if manifest.kind not in kinds:
+        wanted = " or ".join(k.value for k in kinds)
+        raise ValueError(f"{flag} {uri}: is a {manifest.kind.value} artifact, this job needs a {wanted} artifact")
+    return artifact, manifest

@@ -118,10 +118,6 @@ def exists(loc: Location) -> bool:
     return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
 
 
-def is_dir(loc: Location) -> bool:
-    return loc.fs.get_file_info(loc.path).type == pafs.FileType.Directory
-
-
 def read_bytes(loc: Location) -> bytes:
     try:
         with loc.fs.open_input_stream(loc.path, compression=None) as f:

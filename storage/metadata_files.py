@@ -6,23 +6,14 @@ The split lists and the bbox list are looked up next to the Data_Entry CSV, as N
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 
 from storage.fs import StorageError, exists, read_bytes, resolve
-from xray.metadata import BBox, DataEntry, parse_bbox_list, parse_data_entry, parse_split_list
+from xray.metadata import ArchiveMetadata, parse_bbox_list, parse_data_entry, parse_split_list
 
 DATA_ENTRY = "Data_Entry_2017.csv"
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 BBOX_LIST = "BBox_List_2017.csv"
-
-
-@dataclass(frozen=True)
-class ArchiveMetadata:
-    entries: tuple[DataEntry, ...]
-    train_val: tuple[str, ...] | None
-    test: tuple[str, ...] | None
-    bboxes: tuple[BBox, ...]
 
 
 def default_metadata_uri(archive: str) -> str:

@@ -1,4 +1,5 @@
-"""The scoring output on local disk or S3: one Parquet file per chunk, and a run manifest written last.
+"""The result row of `tilescope score`, both ways: its columns and schema, the chunk files it is written to,
+the run manifest, and the run read back (for counts and for `tilescope report`).
 
 Layout under --out, one directory per model artifact so a second model writes beside the first:
 
@@ -9,20 +10,40 @@ Layout under --out, one directory per model artifact so a second model writes be
 A chunk file name derives from its inputs only, so a retried task overwrites rather than duplicates;
 `-last` marks a shard's final chunk, so listing the directory tells which shards are complete. Names
 starting with '_' or '.' are skipped by pyarrow/polars dataset readers.
+
+A run is read back through pyarrow.dataset with a column selection: image_id, source, status, error, prob_*
+and, when present, tile_max; never images. The `heatmap` column of a tile-ensemble run (fixed_size_list<float32>
+of n_labels * gh * gw values laid out (label, row, col), shape in the Parquet schema metadata key
+`tilescope.heatmap_shape` as JSON [n_labels, gh, gw], labels in xray.labels.LABELS order) is read only for
+the images whose heatmaps are drawn.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import posixpath
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from storage.fs import Location, exists, list_files, read_bytes, write_bytes_atomic
+from storage.fs import (
+    Location,
+    StorageError,
+    check_reachable,
+    exists,
+    list_files,
+    read_bytes,
+    resolve,
+    write_bytes_atomic,
+)
 from xray.labels import prob_column
 
 RESULTS_SCHEMA_VERSION = 1
@@ -33,6 +54,30 @@ _CHUNK_RE = re.compile(r"^part-(?P<shard>.+)-(?P<k>\d{5})(?P<last>-last)?\.parqu
 
 HEATMAP_SHAPE_KEY = b"tilescope.heatmap_shape"
 
+# The result row's columns (see results_schema; the per-label `prob_<Label>` columns are xray.labels.prob_column).
+IMAGE_ID = "image_id"
+SOURCE = "source"
+STATUS = "status"
+ERROR = "error"
+MODEL = "model"
+ARTIFACT_SHA256 = "artifact_sha256"
+PRECISION = "precision"
+RUN_ID = "run_id"
+DECODE_MS = "decode_ms"
+INFER_MS = "infer_ms"
+HEATMAP = "heatmap"
+TILE_MAX = "tile_max"
+# The columns a chunk carries from the archive to its file (storage/archive_source.py): which file a row goes
+# to, whether that file is its shard's last, how many rows the whole chunk has, and the member's bytes.
+SHARD = "shard"
+CHUNK = "chunk"
+LAST = "last"
+ROWS = "rows"
+DATA = "data"
+
+_PROB_PREFIX = prob_column("")
+_BASE_COLUMNS = (IMAGE_ID, SOURCE, STATUS, ERROR)
+
 
 def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None = None) -> pa.Schema:
     """The versioned output schema: one row per input image.
@@ -41,24 +86,60 @@ def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None
     shape [L, C, C] is JSON in the schema metadata under tilescope.heatmap_shape) and `tile_max` (float32).
     """
     fields = [
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
+        pa.field(IMAGE_ID, pa.string(), nullable=False),
+        pa.field(SOURCE, pa.string(), nullable=False),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(ERROR, pa.string()),
         *[pa.field(prob_column(label), pa.float32()) for label in labels],
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("artifact_sha256", pa.string(), nullable=False),
-        pa.field("precision", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("decode_ms", pa.float32()),
-        pa.field("infer_ms", pa.float32()),
+        pa.field(MODEL, pa.string(), nullable=False),
+        pa.field(ARTIFACT_SHA256, pa.string(), nullable=False),
+        pa.field(PRECISION, pa.string(), nullable=False),
+        pa.field(RUN_ID, pa.string(), nullable=False),
+        pa.field(DECODE_MS, pa.float32()),
+        pa.field(INFER_MS, pa.float32()),
     ]
     meta = {b"tilescope.results_schema_version": str(RESULTS_SCHEMA_VERSION).encode()}
     if heatmap_shape is not None:
         size = int(heatmap_shape[0] * heatmap_shape[1] * heatmap_shape[2])
-        fields += [pa.field("heatmap", pa.list_(pa.float32(), size)), pa.field("tile_max", pa.float32())]
+        fields += [pa.field(HEATMAP, pa.list_(pa.float32(), size)), pa.field(TILE_MAX, pa.float32())]
         meta[HEATMAP_SHAPE_KEY] = json.dumps(list(heatmap_shape)).encode()
     return pa.schema(fields, metadata=meta)
+
+
+def results_table(batch: dict[str, np.ndarray], rows: np.ndarray, schema: pa.Schema, model: str,
+                  artifact_sha256: str, precision: str, run_id: str) -> pa.Table:
+    """The rows `rows` (indices) of a scored batch as a Table of `schema` (from results_schema), stamped with
+    the run; NaN probabilities (error rows) become nulls, and so does an all-NaN heatmap."""
+    n = len(rows)
+    columns = {
+        IMAGE_ID: batch[IMAGE_ID][rows], SOURCE: batch[SOURCE][rows],
+        STATUS: batch[STATUS][rows], ERROR: batch[ERROR][rows],
+        **{f.name: batch[f.name][rows] for f in schema if f.name.startswith(_PROB_PREFIX)},
+        MODEL: [model] * n, ARTIFACT_SHA256: [artifact_sha256] * n,
+        PRECISION: [precision] * n, RUN_ID: [run_id] * n,
+        DECODE_MS: batch[DECODE_MS][rows], INFER_MS: batch[INFER_MS][rows],
+    }
+    if HEATMAP in schema.names:
+        heat = np.asarray(batch[HEATMAP][rows], dtype=np.float32)
+        columns[HEATMAP] = [None if np.isnan(row).all() else row.tolist() for row in heat]
+        columns[TILE_MAX] = batch[TILE_MAX][rows]
+    arrays = [pa.array(_nullable(columns[f.name]), type=f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _nullable(values) -> list:
+    """numpy -> list with NaN probabilities (error rows) as nulls."""
+    if isinstance(values, list):
+        return values
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        return [None if np.isnan(v) else float(v) for v in arr]
+    return arr.tolist()
+
+
+def error_reason(error: str) -> str:
+    """An error row's reason: the text before its first ':', at most 80 characters (manifest and report)."""
+    return error.split(":")[0][:80]
 
 
 def model_dir_name(model: str, artifact_sha: str) -> str:
@@ -104,6 +185,36 @@ def scan_progress(out: Location) -> Progress:
     return Progress({s: frozenset(v) for s, v in chunks.items()}, frozenset(complete), tuple(sorted(files)))
 
 
+@dataclass(frozen=True)
+class ResultCounts:
+    rows: int
+    ok: int
+    errors: int
+    files: int
+    image_ids: frozenset[str]
+    top_errors: dict[str, int]
+
+
+def count_results(out: Location) -> ResultCounts:
+    """Read back only image_id/status/error of every chunk file: the counts come from storage, not memory."""
+    files = scan_progress(out).files
+    rows = ok = errors = 0
+    ids: set[str] = set()
+    reasons: Counter[str] = Counter()
+    for path in files:
+        with out.fs.open_input_file(path) as f:
+            table = pq.read_table(f, columns=[IMAGE_ID, STATUS, ERROR])
+        status = table.column(STATUS).to_pylist()
+        rows += len(status)
+        ok += status.count("ok")
+        errors += status.count("error")
+        ids.update(table.column(IMAGE_ID).to_pylist())
+        for reason in table.column(ERROR).to_pylist():
+            if reason:
+                reasons[error_reason(reason)] += 1
+    return ResultCounts(rows, ok, errors, len(files), frozenset(ids), dict(reasons.most_common(10)))
+
+
 def write_json(loc: Location, name: str, body: dict) -> None:
     write_bytes_atomic(loc.join(name), json.dumps(body, indent=2, sort_keys=True, default=str).encode())
 
@@ -111,3 +222,107 @@ def write_json(loc: Location, name: str, body: dict) -> None:
 def read_json(loc: Location, name: str) -> dict | None:
     target = loc.join(name)
     return json.loads(read_bytes(target)) if exists(target) else None
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """The rows of one run needed for a report, sorted by (image_id, source); N rows, L labels."""
+
+    uri: str
+    manifest: dict | None  # None only for an uncommitted run read with allow_partial
+    labels: tuple[str, ...]  # from the prob_* columns, in column order
+    image_id: np.ndarray  # (N,) object
+    source: np.ndarray  # (N,) object
+    status: np.ndarray  # (N,) object: "ok" | "error"
+    error: np.ndarray  # (N,) object: None or the reason
+    probs: np.ndarray  # (N, L) float32, NaN on error rows
+    tile_max: np.ndarray | None  # (N,) float32 when the run has the column
+    heatmap_shape: tuple[int, int, int] | None  # (n_labels, gh, gw) when the run has heatmaps
+    files: tuple[str, ...]  # chunk files (paths inside the run's filesystem)
+    endpoint: str | None
+
+
+def find_run(uri: str, endpoint: str | None) -> Location:
+    """The run directory at uri, or the only run directory one level below it (a `score --out` root).
+
+    Raises StorageError naming the choices when there are none or several.
+    """
+    loc = resolve(uri, endpoint)
+    check_reachable(loc)
+    if exists(loc.join(RUN_MANIFEST)) or exists(loc.join(RUN_CLAIM)) or scan_progress(loc).files:
+        return loc
+    runs = sorted({posixpath.dirname(p) for p in list_files(loc)
+                   if posixpath.basename(p) in (RUN_CLAIM, RUN_MANIFEST)
+                   and posixpath.dirname(posixpath.dirname(p)) == loc.path})
+    if len(runs) == 1:
+        return loc.join(posixpath.basename(runs[0]))
+    if not runs:
+        raise StorageError(f"{uri}: no scoring run here (no part-*.parquet, {RUN_CLAIM} or {RUN_MANIFEST}); "
+                           "pass the run directory <out>/<model>-<sha12> written by `tilescope score`")
+    names = ", ".join(posixpath.basename(r) for r in runs)
+    raise StorageError(f"{uri}: holds several runs ({names}); pass one of them as --results")
+
+
+def open_run(uri: str, endpoint: str | None = None, allow_partial: bool = False) -> ScoredRun:
+    """Read the report columns of a run. Refuses an uncommitted run (no _manifest.json) unless allow_partial."""
+    loc = find_run(uri, endpoint)
+    manifest = read_json(loc, RUN_MANIFEST)
+    if manifest is None and not allow_partial:
+        raise ValueError(f"--results {loc.uri}: the run is not committed (no {RUN_MANIFEST}): it is still "
+                         "running or was interrupted. Rerun the same `tilescope score` command to finish it, "
+                         "or pass --allow-partial to report on the rows written so far")
+    files = scan_progress(loc).files
+    if not files:
+        raise ValueError(f"--results {loc.uri}: the run has no part-*.parquet files")
+    dataset = pads.dataset(list(files), filesystem=loc.fs, format="parquet")
+    names = dataset.schema.names
+    missing = [c for c in _BASE_COLUMNS if c not in names]
+    prob_columns = [c for c in names if c.startswith(_PROB_PREFIX)]
+    if missing or not prob_columns:
+        raise ValueError(f"--results {loc.uri}: not a tilescope results table (missing columns "
+                         f"{missing + ([] if prob_columns else [_PROB_PREFIX + '*'])})")
+    extra = [TILE_MAX] if TILE_MAX in names else []
+    table = dataset.to_table(columns=[*_BASE_COLUMNS, *prob_columns, *extra])
+    table = table.sort_by([(IMAGE_ID, "ascending"), (SOURCE, "ascending")])
+
+    def floats(name: str) -> np.ndarray:
+        return pc.fill_null(table.column(name).cast(pa.float32()), np.nan).to_numpy()
+
+    probs = np.column_stack([floats(c) for c in prob_columns]).astype(np.float32, copy=False)
+    return ScoredRun(
+        uri=loc.uri, manifest=manifest, labels=tuple(c[len(_PROB_PREFIX):] for c in prob_columns),
+        image_id=table.column(IMAGE_ID).to_numpy(zero_copy_only=False),
+        source=table.column(SOURCE).to_numpy(zero_copy_only=False),
+        status=table.column(STATUS).to_numpy(zero_copy_only=False),
+        error=table.column(ERROR).to_numpy(zero_copy_only=False),
+        probs=probs, tile_max=floats(TILE_MAX) if extra else None,
+        heatmap_shape=_heatmap_shape(dataset.schema, loc.uri), files=files, endpoint=endpoint)
+
+
+def _heatmap_shape(schema: pa.Schema, uri: str) -> tuple[int, int, int] | None:
+    if HEATMAP not in schema.names:
+        return None
+    raw = (schema.metadata or {}).get(HEATMAP_SHAPE_KEY)
+    field = schema.field(HEATMAP)
+    try:
+        shape = tuple(int(v) for v in json.loads(raw))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--results {uri}: column {HEATMAP!r} without a valid "
+                         f"{HEATMAP_SHAPE_KEY.decode()} schema metadata entry ({raw!r})") from exc
+    if len(shape) != 3 or not pa.types.is_fixed_size_list(field.type) or field.type.list_size != int(np.prod(shape)):
+        raise ValueError(f"--results {uri}: heatmap column {field.type} does not match shape {list(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def read_heatmaps(run: ScoredRun, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """image id -> its (n_labels, gh, gw) float32 heatmap, for the ids that have one."""
+    ids = sorted(set(image_ids))
+    if run.heatmap_shape is None or not ids:
+        return {}
+    loc = resolve(run.uri, run.endpoint)
+    dataset = pads.dataset(list(run.files), filesystem=loc.fs, format="parquet")
+    wanted = pc.field(IMAGE_ID).isin(ids) & pc.field(HEATMAP).is_valid()
+    table = dataset.to_table(columns=[IMAGE_ID, HEATMAP], filter=wanted)
+    values = table.column(HEATMAP).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    maps = np.asarray(values, dtype=np.float32).reshape(table.num_rows, *run.heatmap_shape)
+    return dict(zip(table.column(IMAGE_ID).to_pylist(), maps, strict=True))

@@ -43,3 +43,12 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"tilescope-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test under tests/integration/ carries the `integration` mark (`-m "not integration"` runs the unit
+    tier alone). Marked here by path: a module-level pytestmark in a conftest.py has no effect."""
+    integration = os.path.join(REPO, "tests", "integration") + os.sep
+    for item in items:
+        if str(item.path).startswith(integration):
+            item.add_marker(pytest.mark.integration)

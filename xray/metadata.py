@@ -349,6 +349,16 @@ def split_patients(patient_ids: Iterable[int], held_fraction: float,
     return kept, held
 
 
+@dataclass(frozen=True)
+class ArchiveMetadata:
+    """An archive's parsed metadata: Data_Entry rows, the NIH split lists (None when absent) and the boxes."""
+
+    entries: tuple[DataEntry, ...]
+    train_val: tuple[str, ...] | None
+    test: tuple[str, ...] | None
+    bboxes: tuple[BBox, ...]
+
+
 def patient_split(entries: Sequence[DataEntry], val_fraction: float,
                   seed: int) -> tuple[list[int], list[int]]:
     """(train patient ids, validation patient ids), disjoint and sorted; no patient is in both.

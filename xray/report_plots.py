@@ -32,8 +32,9 @@ def _text(x: float, y: float, body: str, size: int = 11, anchor: str = "start", 
             f'font-family="sans-serif" {extra}>{escape(body)}</text>')
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
+def format_metric(v: float | None, digits: int = 3) -> str:
+    """A metric for a caption or a sentence: `digits` decimals, or 'n/a' when undefined (None or NaN)."""
+    return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
 class _Box:
@@ -77,7 +78,7 @@ def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: flo
     if fpr.size:
         parts.append(f'<polyline class="roc-curve" points="{box.points(fpr, tpr)}" fill="none" '
                      f'stroke="{ROC_COLOUR}" stroke-width="2.5"/>')
-        caption = f"AUROC {_fmt(auroc)} [{_fmt(low)}, {_fmt(high)}]"
+        caption = f"AUROC {format_metric(auroc)} [{format_metric(low)}, {format_metric(high)}]"
     else:
         caption = "one class only: no curve"
     parts.append(_text(size / 2, size - 4, caption, 10, "middle"))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def local_ray(s3_endpoint):

@@ -21,13 +21,11 @@ from sklearn.metrics import roc_auc_score
 from jobs import report, score
 from storage.fs import StorageError
 from storage.metadata_files import load_metadata
-from storage.reports import open_run
+from storage.results import open_run
 from tests.integration.results_tables import make_run, write_image_shard
 from tests.integration.test_score_s3 import upload_dir
 from xray.labels import LABELS, prob_column
 from xray.report_plots import BASELINE_COLOUR, NEGATIVE_COLOUR, POSITIVE_COLOUR, ROC_COLOUR
-
-pytestmark = pytest.mark.integration
 
 
 def read_csv(path: str) -> list[dict]:

@@ -10,8 +10,6 @@ import pytest
 from jobs import score
 from tests.integration.corpus import write_corpus
 
-pytestmark = pytest.mark.integration
-
 
 def read_rows(path: str) -> list[dict]:
     return pads.dataset(path, format="parquet").to_table().to_pylist()

@@ -17,7 +17,6 @@ import pytest
 from jobs import score, synth
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
 N_IMAGES = 480
 
 

@@ -12,8 +12,6 @@ import pytest
 from jobs import score, synth
 from storage.artifacts import open_artifact
 
-pytestmark = pytest.mark.integration
-
 
 def upload_dir(local: str, bucket: str, prefix: str, endpoint: str) -> None:
     client = boto3.client("s3", endpoint_url=endpoint)

@@ -27,7 +27,6 @@ import pytest
 from jobs import synth
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
 N_IMAGES = 200  # scored in chunks of 1: a stop part-way leaves most of them to the resumed run
 
 

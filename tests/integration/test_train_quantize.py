@@ -16,8 +16,6 @@ from tests.conftest import REPO
 from xray.labels import LABELS
 from xray.models import ModelSpec, build_model, load_state
 
-pytestmark = pytest.mark.integration
-
 
 def test_model_artifact_is_complete_and_verifiable(tiny_models):
     art = open_artifact(tiny_models["models"][0])

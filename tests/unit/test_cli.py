@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import jobs.__main__ as dispatcher
-from jobs.cli import config_from_args, field_docs, parser_for, require_valid
+from jobs.cli import coerce_choices, config_from_args, field_docs, job_main, parser_for, require_valid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +40,19 @@ class ExampleConfig:
     labels: tuple[str, ...] = field(default_factory=lambda: ("a", "b"))
     """Labels, from a default factory."""
     undocumented: int = 1
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+    SAFE = "safe"
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    mode: Mode = Mode.SAFE
+    """How to run."""
+    fallback: Mode | None = None
+    """Mode to fall back to."""
 
 
 def action(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
@@ -128,6 +143,130 @@ def test_require_valid_names_every_problem():
     assert str(info.value) == "invalid configuration:\n  - --a is bad\n  - --b is worse"
 
 
+# ---- enum-typed fields -------------------------------------------------------------------------------------
+
+
+def test_enum_flag_lists_its_choices_and_parses_to_the_member():
+    parser = parser_for(ModeConfig, "tilescope mode", "A job with modes.")
+    assert action(parser, "--mode").choices == ["fast", "safe"]
+    assert action(parser, "--fallback").choices == ["fast", "safe"]  # Mode | None -> Mode
+    text = parser.format_help()
+    assert "--mode {fast,safe}" in text and "(default: safe)" in text
+    cfg = config_from_args(ModeConfig, parser.parse_args(["--mode", "fast", "--fallback", "safe"]))
+    assert cfg.mode is Mode.FAST and cfg.fallback is Mode.SAFE
+    cfg = config_from_args(ModeConfig, parser.parse_args([]))
+    assert cfg.mode is Mode.SAFE and cfg.fallback is None
+
+
+def test_enum_flag_with_a_bad_choice_exits_2_listing_the_choices(capsys):
+    parser = parser_for(ModeConfig, "tilescope mode", "A job with modes.")
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--mode", "slow"])
+    assert info.value.code == 2
+    assert "argument --mode: invalid choice: 'slow' (choose from 'fast', 'safe')" in capsys.readouterr().err
+
+
+def test_coerce_choices_turns_valid_strings_into_members_and_names_bad_ones():
+    cfg = ModeConfig(mode="fast", fallback=None)  # as tests and benchmarks build it
+    assert coerce_choices(cfg) == []
+    assert cfg.mode is Mode.FAST and cfg.fallback is None
+    assert json.dumps(dataclasses.asdict(cfg)) == '{"mode": "fast", "fallback": null}'
+    bad = ModeConfig(mode="slow", fallback="Fast")
+    assert coerce_choices(bad) == ["--mode 'slow' is not one of fast, safe",
+                                   "--fallback 'Fast' is not one of fast, safe"]
+    assert bad.mode == "slow"  # left as given
+
+
+def test_job_main_runs_the_parsed_config_and_reports_errors_as_exit_2(capsys):
+    seen: list[ModeConfig] = []
+
+    def run(cfg: ModeConfig) -> str:
+        seen.append(cfg)
+        if cfg.mode is Mode.FAST:
+            raise ValueError("too fast")
+        return f"ran {cfg.mode}"
+
+    assert job_main(ModeConfig, run, "tilescope mode", "A job with modes.\n\nMore.", [],
+                    print_summary=print) == 0
+    assert seen[-1].mode is Mode.SAFE
+    assert capsys.readouterr().out == "ran safe\n"
+    assert job_main(ModeConfig, run, "tilescope mode", "A job with modes.", ["--fast"],
+                    rewrite_argv=lambda args: ["--mode", args[0][2:]], print_summary=print) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "tilescope mode: error: too fast\n" and captured.out == ""
+    with pytest.raises(SystemExit) as info:
+        job_main(ModeConfig, run, "tilescope mode", "A job with modes.", ["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: tilescope mode")
+
+
+def test_job_enum_flags_list_their_choices():
+    from jobs import quantize, report, score, synth, train, train_tiles
+
+    expected = {
+        (score.ScoreConfig, "--precision"): ["int8", "fp32"],
+        (quantize.QuantizeConfig, "--preset"): ["performance", "mixed"],
+        (train.TrainConfig, "--precision"): ["auto", "bf16", "fp32"],
+        (train_tiles.TrainTilesConfig, "--combiner"): ["mean", "max", "stacked"],
+        (train_tiles.TrainTilesConfig, "--preset"): ["performance", "mixed"],
+        (train_tiles.TrainTilesConfig, "--precision"): ["auto", "bf16", "fp32"],
+        (synth.SynthConfig, "--csv-style"): ["2017", "2020"],
+        (report.ReportConfig, "--eval-split"): ["all", "train_val", "test"],
+        (report.ReportConfig, "--fit-split"): ["all", "train_val", "test"],
+        (report.ReportConfig, "--apply-split"): ["all", "train_val", "test"],
+    }
+    for (cls, flag), choices in expected.items():
+        assert action(parser_for(cls, "tilescope x", ""), flag).choices == choices, (cls.__name__, flag)
+
+
+def test_score_precision_flag_parses_to_irprecision_and_rejects_others(capsys):
+    from actors.openvino_ir import IRPrecision
+    from jobs.score import ScoreConfig
+
+    parser = parser_for(ScoreConfig, "tilescope score", "")
+    cfg = config_from_args(ScoreConfig, parser.parse_args(["--archive", "a", "--model", "m", "--out", "o",
+                                                           "--precision", "fp32"]))
+    assert cfg.precision is IRPrecision.FP32 and cfg.precision == "fp32"
+    with pytest.raises(SystemExit) as info:
+        dispatcher.main(["score", "--archive", "a", "--model", "m", "--out", "o", "--precision", "int4"])
+    assert info.value.code == 2
+    assert "argument --precision: invalid choice: 'int4' (choose from 'int8', 'fp32')" in capsys.readouterr().err
+
+
+def test_configs_built_with_plain_strings_are_coerced_or_named():
+    from actors.openvino_ir import IRPrecision, QuantizationPreset
+    from jobs import report, score, train_tiles
+    from xray.ground_truth import Split
+    from xray.join import Combiner
+    from xray.precision import Precision
+
+    cfg = score.ScoreConfig(archive="a", model="m", out="o", precision="fp32")
+    score.validate(cfg)
+    assert cfg.precision is IRPrecision.FP32
+    tiles = train_tiles.TrainTilesConfig(archive="a", out="o", combiner="max", preset="mixed",
+                                         precision="bf16")
+    train_tiles.validate(tiles)
+    assert (tiles.combiner, tiles.preset, tiles.precision) == (Combiner.MAX, QuantizationPreset.MIXED, Precision.BF16)
+    assert type(tiles.combiner) is Combiner and type(tiles.preset) is QuantizationPreset
+    rep = report.ReportConfig(results=("r",), metadata="m", out="o", eval_split="all")
+    report.validate(rep)
+    assert rep.eval_split is Split.ALL and rep.fit_split is Split.TRAIN_VAL
+
+    with pytest.raises(ValueError) as info:
+        train_tiles.validate(train_tiles.TrainTilesConfig(archive="a", out="o", combiner="median",
+                                                          preset="fast", precision="fp8"))
+    msg = str(info.value)
+    assert "--combiner 'median' is not one of mean, max, stacked" in msg
+    assert "--preset 'fast' is not one of performance, mixed" in msg
+    assert "--precision 'fp8' is not one of auto, bf16, fp32" in msg
+    assert msg.count("\n  - ") == 3
+    with pytest.raises(ValueError) as info:
+        report.validate(report.ReportConfig(results=("r",), metadata="m", out="o", eval_split="dev",
+                                            apply_split="TEST"))
+    assert str(info.value) == ("invalid configuration:\n  - --eval-split 'dev' is not one of all, train_val, test"
+                               "\n  - --apply-split 'TEST' is not one of all, train_val, test")
+
+
 # ---- the real jobs -----------------------------------------------------------------------------------------
 
 
@@ -184,6 +323,7 @@ def test_score_quantize_synth_validate_collect_every_problem():
                                          actors=-1))
     msg = str(info.value)
     assert "--precision 'int4'" in msg and "--chunk-size" in msg and "--actors" in msg
+    assert "--precision 'int4' is not one of int8, fp32" in msg
     with pytest.raises(ValueError) as info:
         quantize.validate(quantize.QuantizeConfig(checkpoint="c", archive="a", out="o", calibration_size=0,
                                                   preset="fast", max_drop=1.5, eval_size=5))
@@ -194,6 +334,8 @@ def test_score_quantize_synth_validate_collect_every_problem():
         synth.validate(synth.SynthConfig(out=" ", n_images=0, size=1, seed=-1))
     msg = str(info.value)
     assert all(f in msg for f in ("--out", "--n-images must be at least 1, got 0", "--size", "--seed"))
+    with pytest.raises(ValueError, match="--csv-style '2019' is not one of 2017, 2020"):
+        synth.validate(synth.SynthConfig(out="o", csv_style="2019"))
 
 
 def test_score_read_ahead_follows_chunk_size_unless_given():

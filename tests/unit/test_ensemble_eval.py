@@ -69,13 +69,14 @@ def test_evaluate_ensemble_fits_on_val_and_reports_every_join():
 
 
 def _trainer_case(tmp_path, epochs: int = 3):
-    from actors.tile_trainer import PositionPlan, Split
+    from actors.tile_trainer import PositionPlan
+    from xray.splits import LabelledSplit
 
     rng = np.random.default_rng(0)
     ids = [f"{i:03d}.png" for i in range(40)]
     shards = (_shard("a", ids, rng),)
     labels = (rng.random((40, len(LABELS))) < 0.3).astype(np.float32)
-    split = Split(tuple(ids[:30]), tuple(ids[30:36]), tuple(ids[36:]), labels[:30], labels[30:36])
+    split = LabelledSplit(tuple(ids[:30]), tuple(ids[30:36]), tuple(ids[36:]), labels[:30], labels[30:36])
     plan = PositionPlan(position=1, grid=TileGrid(40, 32, 8), backbone="dwsep_cnn", labels=LABELS, epochs=epochs,
                         batch_size=8, lr=1e-3, seed=0, calibration_size=8, preset="performance",
                         work_uri=str(tmp_path / "work"))

@@ -1,4 +1,4 @@
-"""jobs.quantize.openvino_threads: OpenVINO compiles that set no thread count (NNCF's calibration engine)
+"""actors.openvino_ir.openvino_threads: OpenVINO compiles that set no thread count (NNCF's calibration engine)
 get the actor's threads, unpinned, inside the block, and OpenVINO's defaults again after it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import openvino as ov
 import pytest
 
-from jobs.quantize import export_fp32, openvino_threads
+from actors.openvino_ir import export_fp32, openvino_threads
 from xray.labels import LABELS
 from xray.models import ModelSpec, build_model
 
