@@ -25,13 +25,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xray.join import Combiner
-from xray.models import ModelSpec
 from xray.tiles import TileGrid
 
 MANIFEST_SCHEMA_VERSION = 1
 GRAYSCALE_U8_INPUT = {"dtype": "uint8", "layout": "NCHW", "color": "grayscale"}
 SIGMOID_OUTPUT = {"name": "probabilities", "activation": "sigmoid"}
 DEFAULT_VAL_FRACTION = 0.15  # what artifacts written before the split was recorded were trained with
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a model (xray.models.build_model): the registry name, its labels and its
+    square input size. Defined here, not in xray.models, so that reading a manifest imports no torch."""
+
+    name: str
+    labels: tuple[str, ...]
+    input_size: int
 
 
 class ArtifactKind(enum.StrEnum):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from xray.manifests import ModelSpec  # noqa: F401  (defined beside the manifests: importing it needs no torch)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,15 +118,6 @@ BACKBONES: dict[str, Callable[[int], tuple[nn.Module, str | None]]] = {
     "mobilenet_v3_small": _mobilenet_v3_small,
     "dwsep_cnn": _dwsep_cnn,
 }
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What is needed to rebuild a model: the registry name, its labels and its square input size."""
-
-    name: str
-    labels: tuple[str, ...]
-    input_size: int
 
 
 def check_name(name: str) -> None:
