@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+# OpenVINO's Python package starts its telemetry on import (openvino.tools.ovc): it writes a client id and
+# stats under ~/intel and tries to send an event. A batch job must write nothing outside --out, so it is
+# turned off here, before any `import openvino`: with openvino_telemetry not importable, OpenVINO falls back to
+# its own no-op stub (openvino/tools/ovc/utils.py). Every module that imports openvino imports this one first.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     import torch

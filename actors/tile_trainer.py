@@ -154,7 +154,13 @@ class TileTrainer:
                 raise RuntimeError(f"[{plan.tag}] checkpoint {uri.uri} is missing but {epochs_done} epochs "
                                    f"were reported done; was the work directory removed mid-run?")
             return None
-        return torch.load(io.BytesIO(read_bytes(uri)), weights_only=True)
+        try:
+            state = torch.load(io.BytesIO(read_bytes(uri)), weights_only=True)
+            int(state["epochs_done"]), state["model"], state["history"]  # the keys train_epoch and export use
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing: unusable
+            raise ValueError(f"[{plan.tag}] checkpoint {uri.uri} is unreadable ({type(exc).__name__}); delete it "
+                             "to train this position again from scratch, then rerun the same command") from None
+        return state
 
     def _remember(self, position: int, state: dict) -> None:
         self._recent[position] = state

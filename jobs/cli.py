@@ -140,12 +140,23 @@ def job_main(config_cls: type[C], run: Callable[[C], S], prog: str, doc: str | N
     cfg = config_from_args(config_cls, parser.parse_args(args))
     try:
         summary = run(cfg)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; what was written is kept, and the same command resumes where it can",
+              file=sys.stderr)
+        return 130
     except (ValueError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {remote_cause(exc)}", file=sys.stderr)
         return 2
     if print_summary is not None:
         print_summary(summary)
     return 0
+
+
+def remote_cause(exc: BaseException) -> BaseException:
+    """The error a Ray task or actor raised, without Ray's wrapper (whose text is the whole remote traceback):
+    a RayTaskError(ValueError) is both a ValueError and a RayTaskError, and `.cause` holds the original."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
 
 
 def connect_ray(num_cpus: int | None = None) -> None:

@@ -22,7 +22,7 @@ from jobs.score_stages import ProgressLine, decode_chunk, write_chunks
 from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
 from storage.artifacts import open_typed
-from storage.fs import check_reachable, resolve
+from storage.fs import StorageError, check_reachable, resolve
 from storage.metadata_files import load_metadata
 from storage.results import (
     RESULTS_SCHEMA_VERSION,
@@ -34,6 +34,8 @@ from storage.results import (
     scan_progress,
     write_json,
 )
+from storage.run_claim import Chunking, RunClaim, new_claim, reconcile
+from storage.run_commit import compact, repair_overlaps, verify_complete
 from xray.decode import DEFAULT_MAX_PIXELS
 from xray.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
 
@@ -109,6 +111,11 @@ def validate(cfg: ScoreConfig) -> None:
         problems.append("--streams and --infer-batch must be at least 1")
     if cfg.max_pixels < 1:
         problems.append("--max-pixels must be positive")
+    if not 0 < cfg.progress_every_s < float("inf"):
+        problems.append("--progress-every-s must be a positive number of seconds")
+    for flag, value in (("--archive", cfg.archive), ("--model", cfg.model), ("--out", cfg.out)):
+        if not value.strip():
+            problems.append(f"{flag} is empty; name a local path or s3:// URI")
     require_valid(problems)
 
 
@@ -125,29 +132,31 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     out_root = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out_root)
     shards = list_shards(cfg.archive, cfg.s3_endpoint)
-    artifact, manifest = open_typed(cfg.model, cfg.s3_endpoint, "--model", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE)
+    artifact, manifest = open_typed(cfg.model, cfg.s3_endpoint, "--model", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE,
+                                    verify=True)
     if cfg.precision not in manifest.precisions:
         raise ValueError(f"--model {cfg.model}: artifact has no {cfg.precision} IR")
     labels = list(manifest.labels)
-    input_size = manifest.input_size
     expected = None
     if cfg.metadata:
         expected = {e.image_index for e in load_metadata(cfg.metadata, cfg.s3_endpoint).entries}
     out = out_root.join(model_dir_name(manifest.model, artifact.sha256))
-    claim = read_json(out, RUN_CLAIM)
-    run_id = cfg.run_id or (claim or {}).get("run_id") or default_run_id(cfg.archive, artifact.sha256)
-    if claim is not None and claim["run_id"] != run_id:
-        raise ValueError(f"--run-id {run_id}: {out.uri} already holds run {claim['run_id']}; pass "
-                         f"--run-id {claim['run_id']} to resume it, or choose another --out")
+    chunking = Chunking(cfg.chunk_size, cfg.chunk_mb)
+    claim, new_shards = _claim(cfg, out, artifact.sha256, chunking, shards)
+    run_id = claim.run_id
     committed = read_json(out, RUN_MANIFEST)
-    if committed is not None:
+    if committed is not None and not new_shards:
         print(f"run {run_id} is already complete at {out.uri}: {committed['rows']} rows "
               f"({committed['errors']} errors); nothing to do", flush=True)
         return ScoreSummary(run_id, out.uri, committed["rows"], committed["ok"], committed["errors"], 0,
                             time.perf_counter() - t0, 0.0, True)
-    if claim is None:
-        write_json(out, RUN_CLAIM, {"run_id": run_id, "config": _public_config(cfg),
-                                    "artifact_sha256": artifact.sha256, "started_unix": time.time()})
+    if committed is not None:
+        # New shards arrived after the commit: the run is in progress again until they are committed too.
+        out.fs.delete_file(out.join(RUN_MANIFEST).path)
+        print(f"run {run_id}: {len(new_shards)} new shards since the commit: {', '.join(new_shards[:5])}", flush=True)
+    write_json(out, RUN_CLAIM, claim.to_json())
+    progress = scan_progress(out)
+    repair_overlaps(out, progress)
     progress = scan_progress(out)
     todo = [s for s in shards if s.name not in progress.complete]
     print(f"run {run_id}: {len(shards)} shards ({len(shards) - len(todo)} already complete), "
@@ -155,19 +164,28 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
           flush=True)
 
     # Stream.
-    scored_now, stream_seconds = 0, 0.0
+    written: dict[tuple[str, int], int] = {}
+    stream_seconds = 0.0
     if todo:
         connect_ray()
         t_stream = time.perf_counter()
-        scored_now = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, input_size, labels,
-                             expected_total=len(expected) if expected else None)
+        written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels,
+                          expected_total=len(expected) if expected else None)
         stream_seconds = time.perf_counter() - t_stream
+    scored_now = sum(written.values())
 
-    # Collect and commit.
+    # Verify, compact, count from storage, commit (the manifest last).
+    progress = scan_progress(out)
+    before = count_results(out, progress.files)
+    verify_complete(out, progress, [s.name for s in shards], written, before)
+    compact(out, progress)
     counts = count_results(out)
+    if counts.duplicate_sources or counts.rows != before.rows:
+        raise StorageError(f"{out.uri}: {before.rows} rows before compaction, {counts.rows} after; nothing was "
+                           "committed, rerun the same command")
     seconds = time.perf_counter() - t0
     rate = scored_now / stream_seconds if stream_seconds > 0 else 0.0
-    manifest = {
+    body = {
         "results_schema_version": RESULTS_SCHEMA_VERSION,
         "run_id": run_id,
         "rows": counts.rows, "ok": counts.ok, "errors": counts.errors, "files": counts.files,
@@ -179,15 +197,27 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         "precision": cfg.precision, "labels": labels, "shards": [s.name for s in shards],
         "config": _public_config(cfg), "versions": _versions(ray.__version__),
     }
-    write_json(out, RUN_MANIFEST, manifest)
-    print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors; "
-          f"{scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s) -> {out.uri}", flush=True)
+    write_json(out, RUN_MANIFEST, body)
+    print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors in {counts.files} "
+          f"files; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s) -> {out.uri}", flush=True)
     return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False,
                         stream_seconds)
 
 
+def _claim(cfg: ScoreConfig, out, artifact_sha: str, chunking: Chunking, shards) -> tuple[RunClaim, tuple[str, ...]]:
+    """This run's claim on `out`: a new one, or the recorded one checked against the archive (run_claim.py)."""
+    recorded = read_json(out, RUN_CLAIM)
+    if recorded is None:
+        run_id = cfg.run_id or default_run_id(cfg.archive, artifact_sha)
+        return new_claim(run_id, cfg.archive, artifact_sha, chunking, shards, _public_config(cfg)), ()
+    old = RunClaim.from_json(recorded, f"{out.uri}/{RUN_CLAIM}")
+    checked = reconcile(old, cfg.run_id or old.run_id, cfg.archive, artifact_sha, chunking, shards, out.uri)
+    return checked.claim, checked.new_shards
+
+
 def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifest: ScorableManifest, run_id: str,
-            input_size: int, labels: list[str], expected_total: int | None) -> int:
+            labels: list[str], expected_total: int | None) -> dict[tuple[str, int], int]:
+    """Score the shards in `todo`; returns the rows of every chunk written, by (shard, chunk)."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
@@ -224,7 +254,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifes
                                       compute=TaskPoolStrategy(size=max(1, min(actors, len(todo)))))
     finally:
         ctx.target_max_block_size, ctx.execution_options = saved
-    ds = ds.map_batches(decode_chunk, fn_kwargs={"size": input_size, "max_pixels": cfg.max_pixels},
+    ds = ds.map_batches(decode_chunk, fn_kwargs={"size": manifest.input_size, "max_pixels": cfg.max_pixels},
                         num_cpus=cfg.decode_cpus)
     ensemble = isinstance(manifest, EnsembleManifest)
     ds = ds.map_batches(
@@ -250,10 +280,13 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifes
     # worker process and memory grows with the archive.
     ds = ds.map_batches(write_chunks, fn_kwargs=writer_args, num_cpus=0, compute=TaskPoolStrategy(size=actors))
     line = ProgressLine(expected_total, cfg.progress_every_s)
+    written: dict[tuple[str, int], int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
+        written.update(zip(zip(batch["shard"].tolist(), batch["chunk"].tolist(), strict=True),
+                           batch["rows"].tolist(), strict=True))
     line.finish()
-    return line.done
+    return written
 
 
 # Read-ahead per actor in chunks when --buffer-mb is not given. Ray Data splits its object-store budget

@@ -92,7 +92,9 @@ class ProgressLine:
     def render(self, now: float) -> str:
         elapsed = max(now - self.t0, 1e-9)
         rate = self.done / elapsed
-        if self.total:
+        if self.total and self.done > self.total:  # the archive holds images the metadata does not list
+            eta, head = "?", f"{self.done} images ({self.total} listed)"
+        elif self.total:
             left = max(self.total - self.done, 0)
             eta = f"{left / rate:.0f}s" if rate > 0 else "?"
             head = f"{self.done}/{self.total} images ({100.0 * self.done / self.total:.1f}%)"

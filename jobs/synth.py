@@ -55,6 +55,8 @@ class SynthConfig:
     finding_scale: float = 1.0
     """Size factor of the focal findings (nodule, mass, ...): 0.5 makes small findings that a whole-image
     downscale loses, the case tile ensembles are for."""
+    force: bool = False
+    """Write into a non-empty --out, overwriting the archive files synth writes (never needed for a new one)."""
     s3_endpoint: str | None = None
     """S3 endpoint for MinIO/Ceph/moto; default from the environment."""
 
@@ -131,11 +133,16 @@ def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0
     return buf.getvalue(), records
 
 
-def _check_no_stale_shards(out_uri: str, planned: Sequence[str], endpoint: str | None) -> None:
-    """Readers take every images_*.tar.gz under --out: shards of an earlier, larger run would leak in."""
+def _check_target(out_uri: str, planned: Sequence[str], endpoint: str | None, force: bool) -> None:
+    """Nothing under --out is overwritten unless --force: pointed at a folder of real NIH shards, synth would
+    otherwise replace them. Even with --force, shards of an earlier, larger run would leak into readers."""
     loc = resolve(out_uri, endpoint)
-    stale = sorted(name for name in (p.rsplit("/", 1)[-1] for p in list_files(loc, recursive=False))
-                   if _SHARD_NAME.match(name) and name not in planned)
+    present = [p.rsplit("/", 1)[-1] for p in list_files(loc, recursive=True)]
+    if present and not force:
+        raise ValueError(f"--out {out_uri} is not empty ({len(present)} files, e.g. {', '.join(sorted(present)[:3])}); "
+                         "synth writes only into an empty or new directory. Choose another --out, or pass --force "
+                         "to overwrite the archive files it writes")
+    stale = sorted(name for name in present if _SHARD_NAME.match(name) and name not in planned)
     if stale:
         raise ValueError(f"--out {out_uri} already holds {', '.join(stale[:5])} from an earlier run with "
                          "more shards; write to an empty --out or delete those files")
@@ -148,7 +155,7 @@ def run(cfg: SynthConfig) -> SynthSummary:
     out = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out)
     plan = shard_plan(cfg.n_images, cfg.shards)
-    _check_no_stale_shards(cfg.out, [name for name, _ in plan], cfg.s3_endpoint)
+    _check_target(cfg.out, [name for name, _ in plan], cfg.s3_endpoint, cfg.force)
     records: list[CaseRecord] = []
     shard_uris: list[str] = []
     written = 0

@@ -9,7 +9,10 @@ at a header boundary) each yields a Member whose `error` says why, and the calle
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from storage.fs import StorageError, list_files, read_bytes, resolve, uri_of
+from storage.fs import Location, StorageError, resolve, uri_of
 
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -29,12 +32,20 @@ FILES_PER_GROUP = 512
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of reading: a tar(.gz) file, or a group of loose image files."""
+    """One unit of reading: a tar(.gz) file, or a group of loose image files.
+
+    `name` is the shard's path relative to the archive root (`images_001.tar.gz`, `batch2/images_001.tar.gz`;
+    `files-NNNNN` for a group of loose files): its identity everywhere, in chunk file names and in `source`.
+    `fingerprint` changes when the shard's content may have (size and modification time of a tar shard; the
+    relative paths and sizes of a group's files), so a resumed run can tell a changed shard from a new one.
+    """
 
     name: str
     uri: str
     kind: str  # "tar", "tar.gz" or "files"
     files: tuple[str, ...] = ()  # URIs, for kind == "files"
+    fingerprint: str = ""
+    root: str = ""  # the archive root's path inside the filesystem (loose files are confined to it)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,41 @@ def _shard_kind(name: str) -> str | None:
     return None
 
 
+def _relative(root: str, path: str) -> str:
+    return posixpath.relpath(path, root) if root else path
+
+
+def _fingerprint(info: pafs.FileInfo) -> str:
+    mtime = info.mtime_ns if info.mtime_ns is not None else ""
+    return f"size={info.size} mtime={mtime}"
+
+
+def _list_entries(loc: Location) -> list[tuple[str, int | None, int | str]]:
+    """(path, size, mtime) of everything under loc that could be a shard or an image, sorted by path.
+
+    Locally the tree is walked without following links, and a link, FIFO or other special file with an image
+    name is listed too (its size None): reading it yields an error row instead of silently dropping the image
+    (_iter_files). pyarrow's listing would follow links out of the archive and drop dangling ones.
+    """
+    if loc.is_s3:
+        try:
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise StorageError(f"{loc.uri}: cannot list ({exc})") from exc
+        return sorted((i.path, i.size, i.mtime_ns or "") for i in infos if i.type == pafs.FileType.File)
+    out = []
+    for top, dirs, names in os.walk(loc.path, followlinks=False):
+        dirs.sort()
+        for name in names:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                out.append((path, st.st_size, st.st_mtime_ns))
+            elif name.lower().endswith(IMAGE_SUFFIXES + SHARD_SUFFIXES):
+                out.append((path, None, st.st_mtime_ns))
+    return sorted(out)
+
+
 def list_shards(uri: str, endpoint: str | None = None) -> list[Shard]:
     """The shards of an archive URI, sorted by name. Raises StorageError when there is nothing to read."""
     loc = resolve(uri, endpoint)
@@ -65,17 +111,20 @@ def list_shards(uri: str, endpoint: str | None = None) -> list[Shard]:
         kind = _shard_kind(loc.path)
         if kind is None:
             raise StorageError(f"{uri}: not a tar or tar.gz shard (expected one of {SHARD_SUFFIXES})")
-        return [Shard(posixpath.basename(loc.path), loc.uri, kind)]
-    paths = list_files(loc)
+        return [Shard(posixpath.basename(loc.path), loc.uri, kind, fingerprint=_fingerprint(info),
+                      root=posixpath.dirname(loc.path))]
+    entries = _list_entries(loc)
     shards = [
-        Shard(posixpath.basename(p), uri_of(loc, p), kind)
-        for p in paths
+        Shard(_relative(loc.path, p), uri_of(loc, p), kind, fingerprint=f"size={size} mtime={mtime}", root=loc.path)
+        for p, size, mtime in entries
         if (kind := _shard_kind(p)) is not None
     ]
-    images = [uri_of(loc, p) for p in paths if p.lower().endswith(IMAGE_SUFFIXES)]
+    images = [(p, size) for p, size, _ in entries if p.lower().endswith(IMAGE_SUFFIXES)]
     for g in range(0, len(images), FILES_PER_GROUP):
-        group = tuple(images[g : g + FILES_PER_GROUP])
-        shards.append(Shard(f"files-{g // FILES_PER_GROUP:05d}", loc.uri, "files", group))
+        group = images[g : g + FILES_PER_GROUP]
+        digest = hashlib.sha256("\n".join(f"{_relative(loc.path, p)}\t{size}" for p, size in group).encode())
+        shards.append(Shard(f"files-{g // FILES_PER_GROUP:05d}", loc.uri, "files",
+                            tuple(uri_of(loc, p) for p, _ in group), digest.hexdigest()[:16], loc.path))
     if not shards:
         raise StorageError(f"{uri}: no tar/tar.gz shards or .png/.jpg images found")
     return shards
@@ -146,23 +195,58 @@ def _iter_tar(shard: Shard, endpoint: str | None) -> Iterator[Member]:
         )
 
 
+def local_problem(path: str, root: str, max_bytes: int | None = MAX_MEMBER_BYTES) -> str | None:
+    """Why a local archive entry must not be read, or None: links that leave the archive root or lead nowhere,
+    and anything but a regular file (a FIFO would block a reader forever). Never names a link's target."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "cannot read (not found: removed after listing?)"
+    except OSError as exc:
+        return f"cannot read ({type(exc).__name__})"
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "dangling symbolic link"
+        real_root = os.path.realpath(root)
+        if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
+            return "symbolic link to a file outside the archive (not followed)"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) else "special file"
+        return f"not a regular file ({kind})"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return f"file is {st.st_size} bytes, above the {max_bytes} byte limit"
+    return None
+
+
 def _iter_files(shard: Shard, endpoint: str | None) -> Iterator[Member]:
     for uri in shard.files:
         loc = resolve(uri, endpoint)
         image_id = posixpath.basename(loc.path)
+        source = _relative(shard.root, loc.path)
+        problem = None if loc.is_s3 else local_problem(loc.path, shard.root)
+        if problem is not None:
+            yield Member(image_id, source, None, problem)
+            continue
         try:
             with loc.fs.open_input_stream(loc.path, compression=None) as f:
                 data = f.read()
         except OSError as exc:
-            yield Member(image_id, loc.path, None, f"cannot read: {exc}")
+            yield Member(image_id, source, None, f"cannot read ({type(exc).__name__})")
             continue
-        yield Member(image_id, loc.path, data)
+        yield Member(image_id, source, data)
 
 
 def iter_members(shard: Shard, endpoint: str | None = None) -> Iterator[Member]:
     """Stream the members of one shard in archive order."""
     if shard.kind == "files":
         return _iter_files(shard, endpoint)
+    loc = resolve(shard.uri, endpoint)
+    exists = loc.is_s3 or os.path.lexists(loc.path)  # a removed shard: _iter_tar raises StorageError
+    problem = None if loc.is_s3 or not shard.root or not exists else local_problem(loc.path, shard.root, None)
+    if problem is not None:
+        return iter([Member(shard.name, shard.name, None, f"shard {shard.name}: {problem}")])
     return _iter_tar(shard, endpoint)
 
 
@@ -179,9 +263,9 @@ def fetch_images(archive: str, sources: dict[str, str], endpoint: str | None = N
         by_shard.setdefault(source.split(":", 1)[0] if ":" in source else "", set()).add(image_id)
     for shard in shards:
         if shard.kind == "files":
-            for uri in shard.files:
-                if posixpath.basename(uri) in sources and posixpath.basename(uri) not in found:
-                    found[posixpath.basename(uri)] = read_bytes(resolve(uri, endpoint))
+            for member in _iter_files(shard, endpoint):
+                if member.image_id in sources and member.image_id not in found and member.data is not None:
+                    found[member.image_id] = member.data
             continue
         wanted = by_shard.get(shard.name, set()) - found.keys()
         for member in iter_members(shard, endpoint) if wanted else ():

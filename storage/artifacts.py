@@ -38,9 +38,18 @@ class Artifact:
         """The typed manifest (xray.manifests); ManifestError (a ValueError) names the artifact and the key."""
         return manifest_from_json(self.manifest, self.uri)
 
+    def verify_files(self) -> None:
+        """Read every file and check it against the manifest: a tampered or missing file fails here, on the
+        driver, before any work (StorageError naming the file), not later inside an actor."""
+        for relpath in sorted(self.manifest["files"]):
+            self.read(relpath)
+
     def read(self, relpath: str) -> bytes:
         """A file of the artifact, verified against the manifest."""
         expected = self.manifest["files"].get(relpath)
+        parts = relpath.split("/")
+        if relpath.startswith("/") or ".." in parts or "" in parts:
+            raise StorageError(f"{self.uri}: manifest names a file outside the artifact ({relpath!r})")
         if expected is None:
             raise StorageError(f"{self.uri}: artifact has no file {relpath!r}")
         data = read_bytes(resolve(self.uri, self.endpoint).join(relpath))
@@ -108,10 +117,14 @@ def open_artifact(uri: str, endpoint: str | None = None) -> Artifact:
     return Artifact(uri=loc.uri, manifest=manifest, sha256=sha256_hex(body), endpoint=endpoint)
 
 
-def open_typed(uri: str, endpoint: str | None, flag: str, *kinds: ArtifactKind) -> tuple[Artifact, Manifest]:
-    """open_artifact + its typed manifest, checked to be one of `kinds`; errors name `flag` (e.g. --model)."""
+def open_typed(uri: str, endpoint: str | None, flag: str, *kinds: ArtifactKind,
+               verify: bool = False) -> tuple[Artifact, Manifest]:
+    """open_artifact + its typed manifest, checked to be one of `kinds`; errors name `flag` (e.g. --model).
+    verify: also check every file's sha256 now (Artifact.verify_files)."""
     artifact = open_artifact(uri, endpoint)
     manifest = artifact.parsed()
+    if verify:
+        artifact.verify_files()
     if manifest.kind not in kinds:
         wanted = " or ".join(k.value for k in kinds)
         raise ValueError(f"{flag} {uri}: is a {manifest.kind.value} artifact, this job needs a {wanted} artifact")

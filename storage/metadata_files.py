@@ -32,7 +32,10 @@ def load_metadata(metadata_uri: str, endpoint: str | None = None) -> ArchiveMeta
     loc = resolve(metadata_uri, endpoint)
     if not exists(loc):
         raise StorageError(f"{metadata_uri}: metadata CSV not found (pass --metadata)")
-    entries = parse_data_entry(read_bytes(loc), source=metadata_uri)
+    try:
+        entries = parse_data_entry(read_bytes(loc), source=metadata_uri)
+    except ValueError as exc:
+        raise ValueError(f"--metadata: {exc}") from None
     parent = metadata_uri.rstrip("/").rsplit("/", 1)[0]
 
     def optional(name: str) -> bytes | None:

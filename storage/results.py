@@ -26,7 +26,8 @@ import posixpath
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,9 @@ from xray.labels import prob_column
 RESULTS_SCHEMA_VERSION = 1
 RUN_CLAIM = "_run.json"
 RUN_MANIFEST = "_manifest.json"
-_CHUNK_RE = re.compile(r"^part-(?P<shard>.+)-(?P<k>\d{5})(?P<last>-last)?\.parquet$")
+# part-<shard>-<k>[-last].parquet holds chunk k; part-<shard>-<k>_<k2>[-last].parquet chunks k..k2 (compacted at
+# commit). <shard> is the shard's path relative to the archive root, percent-encoded into one path component.
+_CHUNK_RE = re.compile(r"^part-(?P<shard>.+)-(?P<k>\d{5})(?:_(?P<k2>\d{5}))?(?P<last>-last)?\.parquet$")
 
 
 HEATMAP_SHAPE_KEY = b"tilescope.heatmap_shape"
@@ -142,21 +145,50 @@ def error_reason(error: str) -> str:
     return error.split(":")[0][:80]
 
 
+def safe_component(name: str) -> str:
+    """A name from an artifact or an input as one harmless path component: letters, digits and `._-` kept,
+    anything else (`/`, `..` as a whole, control characters) replaced, no leading dot (hidden, or `..`)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return cleaned or "_"
+
+
 def model_dir_name(model: str, artifact_sha: str) -> str:
-    return f"{model}-{artifact_sha[:12]}"
+    return f"{safe_component(model)}-{artifact_sha[:12]}"
 
 
-def chunk_file_name(shard: str, k: int, last: bool) -> str:
-    return f"part-{shard}-{k:05d}{'-last' if last else ''}.parquet"
+def chunk_file_name(shard: str, k: int, last: bool, k2: int | None = None) -> str:
+    """The file of chunk k (or of chunks k..k2) of a shard; the shard's relative path is percent-encoded, so
+    names stay one component and plain shard names (images_001.tar.gz) are kept as they are."""
+    span = f"{k:05d}" if k2 is None or k2 == k else f"{k:05d}_{k2:05d}"
+    return f"part-{quote(shard, safe='')}-{span}{'-last' if last else ''}.parquet"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
 
 
 def write_chunk(out: Location, shard: str, k: int, last: bool, table: pa.Table) -> str:
     """Write one chunk's rows atomically; returns the file name."""
     name = chunk_file_name(shard, k, last)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    write_bytes_atomic(out.join(name), buf.getvalue())
+    write_bytes_atomic(out.join(name), parquet_bytes(table))
     return name
+
+
+@dataclass(frozen=True)
+class ChunkFile:
+    """One results file: chunks first..last_chunk of a shard; `ends_shard` when it holds the shard's last."""
+
+    path: str
+    shard: str
+    first: int
+    last_chunk: int
+    ends_shard: bool
+
+    @property
+    def chunks(self) -> range:
+        return range(self.first, self.last_chunk + 1)
 
 
 @dataclass(frozen=True)
@@ -166,23 +198,34 @@ class Progress:
     chunks: dict[str, frozenset[int]]
     complete: frozenset[str]
     files: tuple[str, ...]
+    chunk_files: tuple[ChunkFile, ...] = ()
+    n_chunks: dict[str, int] = field(default_factory=dict)
+    """shard -> its number of chunks, for the shards whose last chunk is on storage."""
+
+
+def parse_chunk_file(path: str) -> ChunkFile | None:
+    m = _CHUNK_RE.match(path.rsplit("/", 1)[-1])
+    if not m:
+        return None
+    k = int(m["k"])
+    return ChunkFile(path, unquote(m["shard"]), k, int(m["k2"]) if m["k2"] else k, bool(m["last"]))
 
 
 def scan_progress(out: Location) -> Progress:
     chunks: dict[str, set[int]] = defaultdict(set)
-    last: dict[str, int] = {}
-    files = []
+    n_chunks: dict[str, int] = {}
+    found = []
     for path in list_files(out, recursive=False):
-        m = _CHUNK_RE.match(path.rsplit("/", 1)[-1])
-        if not m:
+        f = parse_chunk_file(path)
+        if f is None:
             continue
-        files.append(path)
-        k = int(m["k"])
-        chunks[m["shard"]].add(k)
-        if m["last"]:
-            last[m["shard"]] = k
-    complete = {s for s, k in last.items() if chunks[s] >= set(range(k + 1))}
-    return Progress({s: frozenset(v) for s, v in chunks.items()}, frozenset(complete), tuple(sorted(files)))
+        found.append(f)
+        chunks[f.shard].update(f.chunks)
+        if f.ends_shard:
+            n_chunks[f.shard] = f.last_chunk + 1
+    complete = {s for s, n in n_chunks.items() if chunks[s] >= set(range(n))}
+    return Progress({s: frozenset(v) for s, v in chunks.items()}, frozenset(complete),
+                    tuple(sorted(f.path for f in found)), tuple(sorted(found, key=lambda f: f.path)), n_chunks)
 
 
 @dataclass(frozen=True)
@@ -193,26 +236,46 @@ class ResultCounts:
     files: int
     image_ids: frozenset[str]
     top_errors: dict[str, int]
+    duplicate_sources: tuple[str, ...] = ()
+    """Sources with more than one row (first few): exactly-once is broken when this is not empty."""
+    rows_per_file: dict[str, int] = field(default_factory=dict)
 
 
-def count_results(out: Location) -> ResultCounts:
-    """Read back only image_id/status/error of every chunk file: the counts come from storage, not memory."""
-    files = scan_progress(out).files
+def read_result_file(out: Location, path: str, columns: list[str] | None) -> pa.Table:
+    """One results file, or a StorageError naming it and the way out (a corrupt file blocks the commit)."""
+    try:
+        with out.fs.open_input_file(path) as f:
+            return pq.read_table(f, columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        name = path.rsplit("/", 1)[-1]
+        raise StorageError(f"{out.uri}/{name}: unreadable results file ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); delete it and rerun the same "
+                           "command to score its chunk again") from exc
+
+
+def count_results(out: Location, files: Iterable[str] | None = None) -> ResultCounts:
+    """Read back only image_id/source/status/error of every results file: the counts come from storage."""
+    files = list(scan_progress(out).files if files is None else files)
     rows = ok = errors = 0
     ids: set[str] = set()
+    sources: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    per_file: dict[str, int] = {}
     for path in files:
-        with out.fs.open_input_file(path) as f:
-            table = pq.read_table(f, columns=[IMAGE_ID, STATUS, ERROR])
+        table = read_result_file(out, path, [IMAGE_ID, SOURCE, STATUS, ERROR])
         status = table.column(STATUS).to_pylist()
+        per_file[path] = len(status)
         rows += len(status)
         ok += status.count("ok")
         errors += status.count("error")
         ids.update(table.column(IMAGE_ID).to_pylist())
+        sources.update(table.column(SOURCE).to_pylist())
         for reason in table.column(ERROR).to_pylist():
             if reason:
                 reasons[error_reason(reason)] += 1
-    return ResultCounts(rows, ok, errors, len(files), frozenset(ids), dict(reasons.most_common(10)))
+    duplicates = tuple(sorted(s for s, n in sources.items() if n > 1)[:10])
+    return ResultCounts(rows, ok, errors, len(files), frozenset(ids), dict(reasons.most_common(10)), duplicates,
+                        per_file)
 
 
 def write_json(loc: Location, name: str, body: dict) -> None:

@@ -94,8 +94,15 @@ class _Problems:
                          + "\n  ".join(shown) + tail)
 
 
-def _text(data: str | bytes) -> str:
-    return data.decode("utf-8-sig") if isinstance(data, bytes) else data.removeprefix("\ufeff")
+def _text(data: str | bytes, source: str = "metadata") -> str:
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); NIH's files "
+                         "are ASCII: is this the right file?") from None
 
 
 def _rows(text: str) -> Iterable[tuple[int, list[str]]]:
@@ -226,7 +233,7 @@ def parse_data_entry(data: str | bytes, source: str = "Data_Entry_2017.csv") -> 
     Raises ValueError naming the source, line numbers and causes (up to 10) of every malformed row,
     including duplicate image indices.
     """
-    rows = _rows(_text(data))
+    rows = _rows(_text(data, source))
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: empty file; expected the header {','.join(DATA_ENTRY_HEADER)!r}")
@@ -272,7 +279,7 @@ def parse_split_list(data: str | bytes, source: str = "split list") -> list[str]
     problems = _Problems(source)
     images: list[str] = []
     seen: dict[str, int] = {}
-    for line, raw in enumerate(_text(data).splitlines(), start=1):
+    for line, raw in enumerate(_text(data, source).splitlines(), start=1):
         name = raw.strip()
         if not name:
             continue
@@ -310,7 +317,7 @@ def parse_bbox_list(data: str | bytes, source: str = "BBox_List_2017.csv") -> li
     ones); rows hold 6 values, optionally followed by the 3 empty ones. Raises ValueError listing
     malformed rows.
     """
-    rows = _rows(_text(data))
+    rows = _rows(_text(data, source))
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: empty file; expected the header {','.join(BBOX_HEADER)!r}")

@@ -89,14 +89,16 @@ def test_list_shards_finds_shards_in_subdirectories(tmp_path):
     write(tmp_path / "part1" / "images_001.tar.gz", tar_bytes(images(1), gz=True))
     shards = list_shards(str(tmp_path))
     assert [(s.name, s.uri) for s in shards] == [
-        ("images_001.tar.gz", str(tmp_path / "part1" / "images_001.tar.gz"))]
+        ("part1/images_001.tar.gz", str(tmp_path / "part1" / "images_001.tar.gz"))]
 
 
 def test_list_shards_of_a_single_shard_file(tmp_path):
     path = write(tmp_path / "images_007.tar.gz", tar_bytes(images(2), gz=True))
-    assert list_shards(path) == [Shard("images_007.tar.gz", path, "tar.gz")]
+    (shard,) = list_shards(path)
+    assert (shard.name, shard.uri, shard.kind, shard.root) == ("images_007.tar.gz", path, "tar.gz", str(tmp_path))
+    assert shard.fingerprint == f"size={os.path.getsize(path)} mtime={os.stat(path).st_mtime_ns}"
     plain = write(tmp_path / "x.tar", tar_bytes(images(2), gz=False))
-    assert list_shards("file://" + plain) == [Shard("x.tar", plain, "tar")]
+    assert [(s.name, s.uri, s.kind) for s in list_shards("file://" + plain)] == [("x.tar", plain, "tar")]
 
 
 def test_list_shards_of_a_single_file_that_is_not_a_shard(tmp_path):
@@ -186,7 +188,7 @@ def test_iter_members_of_loose_files(tmp_path, monkeypatch):
     shards = list_shards(str(tmp_path))
     before = tree(tmp_path)
     got = [m for s in shards for m in iter_members(s)]
-    assert got == [Member(f"img{i}.png", str(tmp_path / f"img{i}.png"), payload(i, 100)) for i in range(3)]
+    assert got == [Member(f"img{i}.png", f"img{i}.png", payload(i, 100)) for i in range(3)]
     assert tree(tmp_path) == before
 
 

@@ -206,7 +206,20 @@ def test_job_writes_a_deterministic_archive(tmp_path: Path) -> None:
 def test_job_refuses_stale_shards_of_a_larger_run(tmp_path: Path) -> None:
     run(SynthConfig(out=str(tmp_path), n_images=6, size=32, shards=3))
     with pytest.raises(ValueError, match="images_003.tar.gz from an earlier run"):
-        run(SynthConfig(out=str(tmp_path), n_images=6, size=32, shards=2))
+        run(SynthConfig(out=str(tmp_path), n_images=6, size=32, shards=2, force=True))
+
+
+def test_job_overwrites_nothing_without_force(tmp_path: Path) -> None:
+    # a folder of "real" shards and metadata: synth must not replace them
+    (tmp_path / "images_001.tar.gz").write_bytes(b"real shard")
+    (tmp_path / "Data_Entry_2017.csv").write_bytes(b"real metadata")
+    with pytest.raises(ValueError, match=r"is not empty \(2 files, .*pass --force"):
+        run(SynthConfig(out=str(tmp_path), n_images=6, size=32, shards=1))
+    assert (tmp_path / "images_001.tar.gz").read_bytes() == b"real shard"
+    assert (tmp_path / "Data_Entry_2017.csv").read_bytes() == b"real metadata"
+    assert main(["--out", str(tmp_path), "--n-images", "6", "--size", "32", "--shards", "1"]) == 2
+    summary = run(SynthConfig(out=str(tmp_path), n_images=6, size=32, shards=1, force=True))
+    assert summary.n_images == 6 and (tmp_path / "images_001.tar.gz").read_bytes() != b"real shard"
 
 
 def test_job_validation_names_every_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
