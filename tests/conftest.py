@@ -47,8 +47,14 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Every test under tests/integration/ carries the `integration` mark (`-m "not integration"` runs the unit
-    tier alone). Marked here by path: a module-level pytestmark in a conftest.py has no effect."""
+    tier alone), and every test under tests/reliability/ `integration` and `reliability` (`-m reliability`
+    runs the fault and bad-input suite alone). Marked here by path: a pytestmark in a conftest.py has no
+    effect."""
     integration = os.path.join(REPO, "tests", "integration") + os.sep
+    reliability = os.path.join(REPO, "tests", "reliability") + os.sep
     for item in items:
         if str(item.path).startswith(integration):
             item.add_marker(pytest.mark.integration)
+        if str(item.path).startswith(reliability):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.reliability)
