@@ -144,8 +144,11 @@ def job_main(config_cls: type[C], run: Callable[[C], S], prog: str, doc: str | N
         print(f"{prog}: interrupted; what was written is kept, and the same command resumes where it can",
               file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:
-        print(f"{prog}: error: {remote_cause(exc)}", file=sys.stderr)
+    except Exception as exc:
+        cause = user_error(exc)
+        if cause is None:
+            raise
+        print(f"{prog}: error: {cause}", file=sys.stderr)
         return 2
     if print_summary is not None:
         print_summary(summary)
@@ -157,6 +160,25 @@ def remote_cause(exc: BaseException) -> BaseException:
     a RayTaskError(ValueError) is both a ValueError and a RayTaskError, and `.cause` holds the original."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The bad input or storage failure (ValueError / OSError) behind `exc`, unwrapped: exc itself, the cause
+    of a Ray task error, or one found along the exception chain (Ray Data wraps a write task's OSError, e.g.
+    an S3 outage that outlasted the retries, in its own exception). None when there is none: a bug, which
+    keeps its traceback."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        inner = remote_cause(e)
+        if inner is e and isinstance(e, (ValueError, OSError)):
+            return e
+        todo += [x for x in (inner, e.__cause__, e.__context__) if isinstance(x, BaseException) and x is not e]
+    return None
 
 
 def connect_ray(num_cpus: int | None = None) -> None:

@@ -81,3 +81,36 @@ def test_openvino_writes_no_telemetry_under_home(tmp_path):
                          text=True, check=True)
     assert out.stdout.strip() == "(2, 14)"
     assert os.listdir(tmp_path) == []  # no ~/intel/openvino_ga_cid, no stats
+
+
+def test_progress_never_reads_above_100_percent_when_the_archive_holds_unlisted_images():
+    import io
+
+    from jobs.score_stages import ProgressLine
+
+    line = ProgressLine(total=55, every_s=1e9, stream=io.StringIO())
+    line.update(rows=50, errors=1)
+    assert line.render(line.t0 + 10.0).startswith("[score] 50/55 images (90.9%)  5.0 images/s  errors 1  ETA 1s")
+    line.update(rows=10, errors=0)
+    assert line.render(line.t0 + 12.0) == "[score] 60 images (55 listed)  5.0 images/s  errors 1  ETA ?"
+
+
+def test_a_storage_failure_wrapped_by_ray_data_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+    class UserCodeException(Exception):  # Ray Data's wrapper around an exception of a map task
+        pass
+
+    def outage(_cfg):
+        try:
+            raise OSError("s3://b/scores/part-images_001.tar.gz-00003.parquet: cannot write (AWS Error NETWORK)")
+        except OSError as exc:
+            raise UserCodeException("map task failed") from exc
+
+    assert job_main(_Config, outage, "tilescope score", None, ["--out", "o"]) == 2
+    assert capsys.readouterr().err.strip() == ("tilescope score: error: s3://b/scores/part-images_001.tar.gz-00003"
+                                               ".parquet: cannot write (AWS Error NETWORK)")
+
+    def bug(_cfg):
+        raise KeyError("labels")
+
+    with pytest.raises(KeyError):
+        job_main(_Config, bug, "tilescope score", None, ["--out", "o"])
