@@ -1,14 +1,15 @@
-"""Report on a scoring run: per-label AUROC with bootstrap CIs, deltas against a second run, a screening view
-with thresholds fit on one split and applied to another, errors and throughput, as a self-contained HTML
-page plus CSV/Parquet tables. Reads only the result columns it needs (never images, except the few drawn
-under heatmaps) from local disk or S3; no Ray.
+"""Report on a scoring run, or on predictions from elsewhere: per-label AUROC with bootstrap CIs and their mean,
+deltas and flag agreement against a second run, screening thresholds fit on patients the model never trained
+on and their sensitivity/specificity/PPV on test, a screening view, heatmaps with ground-truth boxes, errors
+and throughput; a self-contained HTML page plus CSV/Parquet tables. Reads only the result columns it needs
+(never images, except the few drawn under heatmaps) from local disk or S3; no Ray.
 
-Recipe: read (runs, metadata) -> select (one ok row per image + ground truth) -> evaluate -> screen ->
-render (tables, page) -> save (every file atomically, report.json last).
+Recipe: read (runs, metadata, each model's patient split) -> select (one ok row per image + ground truth) ->
+evaluate -> screen -> agree -> render (tables, page) -> save (every file atomically, report.json last).
 
     tilescope report --results runs/demo/scores --metadata runs/demo/archive/Data_Entry_2017.csv --out runs/demo/report
     ray job submit --working-dir . -- python -m jobs.report --results s3://b/scores/densenet121-0123456789ab \
-        --results s3://b/scores/densenet121-fedcba987654 --metadata s3://b/nih/Data_Entry_2017.csv --out s3://b/report
+        --results s3://b/chexnet_test_predictions.csv --metadata s3://b/nih/Data_Entry_2017.csv --out s3://b/report
 """
 
 from __future__ import annotations
@@ -21,58 +22,77 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.cli import coerce_choices, job_main, require_valid
+from jobs.provenance import tilescope_versions
+from jobs.report_page import build_page, run_names
 from jobs.report_stages import (
     Evaluation,
+    KnownSplit,
     ScoredImages,
     Screening,
-    auroc_table,
-    errors_table,
+    agree,
     evaluate,
+    fit_split_problem,
+    model_split_of,
     overlays,
     screen,
-    screening_table,
     select_scored,
-    thresholds_table,
 )
-from storage.fs import check_reachable, resolve
+from jobs.report_tables import auroc_table, errors_table, screening_table, thresholds_table
+from storage.fs import check_reachable, read_bytes, resolve
 from storage.metadata_files import load_metadata
+from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
-from storage.results import ScoredRun, open_run
+from storage.results import ScoredRun
 from xray.ground_truth import Split
-from xray.report_html import Overlay, ReportPage, TableView, render_page
-from xray.report_plots import auroc_chart_svg, format_metric, histogram_svg, roc_svg
+from xray.metadata import ArchiveMetadata, parse_split_list
+from xray.report_html import render_page
+from xray.report_plots import format_metric
+from xray.screening import Agreement
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: auroc has a `mean` row, baseline CIs and flag flips; thresholds have Wilson CIs
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     results: tuple[str, ...]
-    """Run directory written by `tilescope score` (local or s3://); give --results twice to compare two runs."""
+    """A run directory written by `tilescope score`, or predictions from elsewhere: a Parquet/CSV file or
+    directory with an image id column (image_id or Image Index) and prob_<Label> (or label-named) columns;
+    local or s3://. Give --results twice to compare two (deltas on the images both scored)."""
     metadata: str
-    """Data_Entry_2017.csv URI (ground truth); the split lists are read from beside it."""
+    """Data_Entry_2017.csv URI (ground truth); the split lists and BBox_List_2017.csv are read from beside it."""
     out: str
     """Directory (local or s3://) for report.html, the CSV/Parquet tables and report.json."""
     archive: str | None = None
-    """Image archive URI: lets a run with heatmaps show them over its top-flagged images."""
+    """Image archive URI: lets a run with heatmaps show them over its flagged images."""
     eval_split: Split = Split.TEST
-    """Images the AUROC table uses: test, train_val or all (every image listed in the metadata)."""
-    fit_split: Split = Split.TRAIN_VAL
-    """Split the per-label thresholds are fit on: train_val, test or all."""
+    """Images the AUROC table uses: test, val (the model's held-out patients), train, train_val or all."""
+    fit_split: Split = Split.VAL
+    """Images the per-label thresholds are fit on: val = the patients the model never trained on (from its
+    artifact's recorded split, or --val-list); a split holding training images is refused unless
+    --allow-fit-on-train."""
     apply_split: Split = Split.TEST
-    """Split the thresholds are applied to for the flag counts: test, train_val or all."""
+    """Images the thresholds are applied to for sensitivity, specificity and PPV with CIs."""
+    view_split: Split | None = None
+    """Images the screening table and the heatmap overlays show (default: --eval-split)."""
     target_sensitivity: float = 0.9
     """Sensitivity each label's threshold reaches on the fit split."""
+    val_list: str | None = None
+    """For a model whose patient split is not recorded (predictions from elsewhere, a model brought in by
+    `tilescope import`): a file of the image ids it never trained on, one per line like NIH's lists; --fit-split
+    val fits on them."""
+    allow_fit_on_train: bool = False
+    """Fit thresholds on a split that holds images the model trained on (they then miss the target on new
+    patients)."""
     bootstrap: int = 1000
     """Stratified bootstrap resamples per label for the AUROC intervals (0: no intervals)."""
     ci_level: float = 0.95
-    """Coverage of the AUROC and delta intervals."""
+    """Coverage of every interval (AUROC, mean, delta, sensitivity/specificity/PPV)."""
     seed: int = 0
     """Seed of the bootstrap: same inputs and seed, same report."""
     top: int = 25
-    """Images listed in the page's screening view (the screening tables hold every scored image)."""
+    """Images listed in the page's screening view (the screening tables hold every image of the view split)."""
     overlays: int = 8
-    """Top-flagged images drawn with their heatmap (runs with heatmaps and --archive only)."""
+    """Flagged images drawn with their heatmap, one label at a time (runs with heatmaps and --archive only)."""
     allow_partial: bool = False
     """Report on a run that is not committed yet (no _manifest.json): the rows written so far."""
     s3_endpoint: str | None = None
@@ -116,143 +136,148 @@ def run(cfg: ReportConfig) -> ReportSummary:
     # Read: every input that can be wrong fails here, before any statistic.
     out = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out)
-    runs = [open_run(uri, cfg.s3_endpoint, cfg.allow_partial) for uri in cfg.results]
+    runs = [open_scored(uri, cfg.s3_endpoint, cfg.allow_partial) for uri in cfg.results]
     meta = load_metadata(cfg.metadata, cfg.s3_endpoint)
-    _require_splits(cfg, meta.train_val is not None, meta.test is not None)
-
-    # Select, evaluate, screen.
-    images = [select_scored(r, meta) for r in runs]
+    val_list = _read_val_list(cfg)
+    known = [model_split_of(r, meta, val_list, cfg.val_list, cfg.s3_endpoint) for r in runs]
+    names = run_names(runs)
+    images = [select_scored(r, meta, name, k.split) for r, name, k in zip(runs, names, known, strict=True)]
     primary, baseline = images[0], (images[1] if len(images) > 1 else None)
     if primary.image_id.size and not primary.truth.known.any():
         raise ValueError(f"--metadata {cfg.metadata}: none of the {primary.image_id.size} scored images of "
                          f"{runs[0].uri} is listed; is it the Data_Entry_2017.csv of the scored archive?")
-    ev = evaluate(primary, Split(cfg.eval_split), cfg.bootstrap, cfg.ci_level, cfg.seed, baseline)
-    sc = screen(primary, Split(cfg.fit_split), Split(cfg.apply_split), cfg.target_sensitivity)
+    fit, apply, evaluated_on = Split(cfg.fit_split), Split(cfg.apply_split), Split(cfg.eval_split)
+    view = Split(cfg.view_split or cfg.eval_split)
+    _require_splits(cfg, primary, meta, known[0])
+    require_valid([p for p in [fit_split_problem(primary, known[0], fit, cfg.allow_fit_on_train)] if p])
+
+    # Evaluate, screen, compare.
+    ev = evaluate(primary, evaluated_on, cfg.bootstrap, cfg.ci_level, cfg.seed, baseline)
+    sc = screen(primary, fit, apply, view, cfg.target_sensitivity)
+    notes = _notes(cfg, runs, images, known)
+    agreement = None
+    if baseline is not None:
+        problem = fit_split_problem(baseline, known[1], fit, cfg.allow_fit_on_train)
+        if problem:
+            notes.append(f"No flag agreement: the baseline's thresholds cannot be fit ({problem}).")
+        else:
+            sc_b = screen(baseline, fit, apply, view, cfg.target_sensitivity)
+            agreement = agree(primary, sc, baseline, sc_b, apply)
 
     # Render, then save: every file atomically, report.json last.
-    tables = {"auroc": auroc_table(ev), "thresholds": thresholds_table(primary.labels, sc),
+    tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),
               "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
-    drawn, overlay_note = overlays(runs[0], primary, sc, cfg.archive, cfg.overlays)
-    notes = _notes(cfg, runs, primary)
-    page = build_page(cfg, runs, primary, ev, sc, tables, notes, drawn, overlay_note)
+    drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
+    page = build_page(cfg, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
 
     files = []
     for stem, table in tables.items():
         table = table.replace_schema_metadata({b"tilescope.report_schema_version": str(REPORT_SCHEMA_VERSION).encode()})
         files += write_table(out, stem, table, formats=("csv",) if stem == "errors" else ("csv", "parquet"))
     files.append(write_text(out, "report.html", render_page(page)))
-    evaluated = int(primary.truth.mask(Split(cfg.eval_split)).sum())
-    flagged = int(sc.flags[primary.truth.mask(Split(cfg.apply_split))].any(axis=1).sum())
-    body = _report_json(cfg, runs, primary, ev, sc, evaluated, flagged, len(drawn), notes, files + ["report.json"])
+    evaluated = int(primary.truth.mask(evaluated_on).sum())
+    flagged = int(sc.flags[primary.truth.mask(apply)].any(axis=1).sum())
+    body = _report_json(cfg, runs, known, ev, sc, agreement, int(primary.image_id.size), evaluated, flagged,
+                        len(drawn), notes, files + ["report.json"])
     files.append(write_text(out, "report.json", json.dumps(body, indent=2, sort_keys=True, allow_nan=False)))
     summary = ReportSummary(out.uri, tuple(files), int(runs[0].image_id.size), int(primary.image_id.size),
                             evaluated, ev.mean_auroc, ev.baseline_mean_auroc, flagged, len(drawn),
                             time.perf_counter() - t0)
-    print(f"report on {runs[0].uri}: {summary.scored} scored images, {evaluated} evaluated ({cfg.eval_split}), "
-          f"mean AUROC {format_metric(summary.mean_auroc, 4)}; {flagged} flagged on {cfg.apply_split}; "
-          f"{summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
+    print(f"report on {runs[0].uri}: {summary.scored} scored images, {evaluated} evaluated ({evaluated_on}), "
+          f"mean AUROC {format_metric(summary.mean_auroc, 4)}; thresholds fit on {fit}, {flagged} flagged on "
+          f"{apply}; {summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
     return summary
 
 
-def _require_splits(cfg: ReportConfig, has_train_val: bool, has_test: bool) -> None:
+def _read_val_list(cfg: ReportConfig) -> frozenset[str] | None:
+    if cfg.val_list is None:
+        return None
+    ids = parse_split_list(read_bytes(resolve(cfg.val_list, cfg.s3_endpoint)), cfg.val_list)
+    if not ids:
+        raise ValueError(f"--val-list {cfg.val_list}: no image ids in it")
+    return frozenset(ids)
+
+
+def _require_splits(cfg: ReportConfig, primary: ScoredImages, meta: ArchiveMetadata, known: KnownSplit) -> None:
+    """Every split named by --eval-split, --apply-split and --view-split can be drawn for the first run."""
     problems = []
-    for flag, value in (("--eval-split", cfg.eval_split), ("--fit-split", cfg.fit_split),
-                        ("--apply-split", cfg.apply_split)):
-        if (value == Split.TRAIN_VAL and not has_train_val) or (value == Split.TEST and not has_test):
+    for flag, value in (("--eval-split", cfg.eval_split), ("--apply-split", cfg.apply_split),
+                        ("--view-split", cfg.view_split)):
+        if value is None or value == Split.ALL:
+            continue
+        if value in (Split.TRAIN, Split.VAL) and known.split is None:
+            problems.append(f"{flag} {value} needs the model's patient split, and {known.why_unknown}; pass "
+                            "--val-list FILE or another split")
+        elif value in (Split.TEST, Split.TRAIN_VAL) and not primary.truth.mask(Split(value)).any():
             listing = "train_val_list.txt" if value == Split.TRAIN_VAL else "test_list.txt"
-            problems.append(f"{flag} {value} needs {listing} beside --metadata {cfg.metadata}; "
-                            f"pass {flag} all or add the list")
+            where = "none of the scored images is in it" if getattr(meta, value.value) is not None else \
+                f"it needs {listing} beside --metadata {cfg.metadata} (or a model artifact that records its split)"
+            problems.append(f"{flag} {value}: {where}; pass {flag} all or another split")
     require_valid(problems)
 
 
-def _notes(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages) -> list[str]:
+def _notes(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit]) -> list[str]:
     notes = []
     for r in runs:
-        if r.manifest is None:
+        if r.manifest is None and not r.external:
             notes.append(f"{r.uri} is not committed (no _manifest.json): this reports the rows written so far.")
-    unknown = int((~primary.truth.known).sum())
+    for k in known:
+        notes += k.notes
+    if cfg.val_list and not any(k.split and k.split.source.startswith("--val-list") for k in known):
+        notes.append("--val-list is not used: every run's model artifact records its own patient split.")
+    primary = images[0]
+    truth = primary.truth
+    unknown = int((~truth.known).sum())
     if unknown:
         notes.append(f"{unknown} scored images are not listed in the metadata and are left out of every statistic.")
     if primary.duplicates:
         notes.append(f"{primary.duplicates} ok rows repeat an image already scored; the first (by source) is used.")
-    if cfg.fit_split == cfg.apply_split or Split.ALL in (cfg.fit_split, cfg.apply_split):
-        notes.append(f"The thresholds are fit on {cfg.fit_split} and applied to {cfg.apply_split}: the two overlap, "
-                     "so the applied sensitivity is optimistic.")
+    fit, apply, evaluated = (Split(v) for v in (cfg.fit_split, cfg.apply_split, cfg.eval_split))
+    if (truth.mask(fit) & truth.mask(apply)).any():
+        notes.append(f"The thresholds are fit on {fit} and applied to {apply}: the two overlap, so the applied "
+                     "sensitivity is optimistic.")
+    trained_fit = int((truth.mask(fit) & truth.trained).sum())
+    if trained_fit:
+        notes.append(f"The thresholds are fit on {trained_fit} images the model trained on (--allow-fit-on-train): "
+                     "on new patients they will miss the target sensitivity.")
+    for what, split in (("AUROC", evaluated), ("applied sensitivity, specificity and PPV", apply)):
+        trained = int((truth.mask(split) & truth.trained).sum())
+        if trained:
+            notes.append(f"The {what} split ({split}) holds {trained} images the model trained on: optimistic.")
     return notes
 
 
-def _view(table: pa.Table, limit: int | None = None) -> TableView:
-    rows = table.slice(0, limit).to_pylist() if limit is not None else table.to_pylist()
-    text = frozenset(f.name for f in table.schema if pa.types.is_string(f.type))
-    return TableView(tuple(table.column_names), [tuple(r.values()) for r in rows], text)
-
-
-def _facts(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages, ev: Evaluation) -> list[tuple[str, str]]:
-    main, m = runs[0], runs[0].manifest or {}
-    n_ok = int((main.status == "ok").sum())
-    missing = m.get("missing_from_archive")
-    throughput = (f"{m.get('images_per_s', 0.0):.1f} images/s in the pipeline, {m.get('scored_this_attempt', 0)} "
-                  f"images in {m.get('seconds_this_attempt', 0.0):.1f} s" if main.manifest else "n/a (not committed)")
-    facts = [("Run", main.uri),
-             ("Model", f"{m.get('model', '?')} ({m.get('precision', '?')}), artifact "
-                       f"{str(m.get('artifact_sha256', '?'))[:12]}, run id {m.get('run_id', '?')}"),
-             ("Rows", f"{main.image_id.size} ({n_ok} ok, {main.image_id.size - n_ok} errors); "
-                      + (f"{missing} listed images missing from the archive" if missing is not None
-                         else "images missing from the archive unknown (scored without --metadata)")),
-             ("Throughput (last attempt)", throughput),
-             ("Ground truth", f"{int(primary.truth.known.sum())} of {primary.image_id.size} scored images listed "
-                              f"in {cfg.metadata}"),
-             ("Evaluated", f"{int(primary.truth.mask(Split(cfg.eval_split)).sum())} images ({cfg.eval_split})"),
-             ("Mean AUROC", f"{format_metric(ev.mean_auroc, 4)} over labels with both classes"),
-             ("Intervals", f"{cfg.ci_level:.0%}; AUROC: {cfg.bootstrap} stratified bootstrap resamples (seed "
-                           f"{cfg.seed}); deltas: DeLong")]
-    if len(runs) > 1:
-        facts.append(("Baseline", f"{runs[1].uri}: mean AUROC {format_metric(ev.baseline_mean_auroc, 4)} on the "
-                                  f"{ev.paired_images} images both runs scored; deltas are run minus baseline"))
-    return facts
-
-
-def build_page(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages, ev: Evaluation, sc: Screening,
-               tables: dict[str, pa.Table], notes: list[str], drawn: list[Overlay], overlay_note: str) -> ReportPage:
-    labels = list(ev.labels)
-    est = ev.estimates
-    baseline_auroc = np.array([d.auroc_b for d in ev.deltas]) if ev.deltas else None
-    rocs = [roc_svg(label, *ev.rocs[j], est[j].auroc, est[j].low, est[j].high,
-                    ev.baseline_rocs[j] if ev.baseline_rocs else None) for j, label in enumerate(labels)]
-    hists = [histogram_svg(label, h.edges, h.positives, h.negatives, float(sc.thresholds[j]))
-             for j, (label, h) in enumerate(zip(labels, ev.histograms, strict=True))]
-    chart = auroc_chart_svg(labels, np.array([e.auroc for e in est]), np.array([e.low for e in est]),
-                            np.array([e.high for e in est]), baseline_auroc)
-    name = runs[0].uri.rstrip("/").rsplit("/", 1)[-1]
-    return ReportPage(
-        title=f"tilescope report: {name}", facts=_facts(cfg, runs, primary, ev), auroc_chart=chart,
-        auroc=_view(tables["auroc"]), roc_plots=rocs, histograms=hists, thresholds=_view(tables["thresholds"]),
-        thresholds_caption=(f"Each label's threshold is the highest that reaches sensitivity >= "
-                            f"{cfg.target_sensitivity} on {cfg.fit_split}; the apply_* columns count what it "
-                            f"flags on {cfg.apply_split}."),
-        screening=_view(tables["screening"], cfg.top),
-        screening_caption=(f"The {min(cfg.top, primary.image_id.size)} highest of {primary.image_id.size} scored "
-                           "images by their highest probability; screening.csv/.parquet rank them all."),
-        errors=_view(tables["errors"]), overlays=drawn, overlay_note=overlay_note, notes=notes)
-
-
-def _report_json(cfg: ReportConfig, runs: list[ScoredRun], primary: ScoredImages, ev: Evaluation, sc: Screening,
-                 evaluated: int, flagged: int, n_overlays: int, notes: list[str], files: list[str]) -> dict:
-    def clean(v: float) -> float | None:
+def _report_json(cfg: ReportConfig, runs: list[ScoredRun], known: list[KnownSplit], ev: Evaluation, sc: Screening,
+                 agreement: Agreement | None, scored: int, evaluated: int, flagged: int, n_overlays: int,
+                 notes: list[str], files: list[str]) -> dict:
+    def clean(v: float | None) -> float | None:
         return None if v is None or np.isnan(v) else float(v)
+
+    def interval(m) -> dict | None:
+        return None if m is None else {"mean": clean(m.mean), "low": clean(m.low), "high": clean(m.high),
+                                       "labels": m.labels}
 
     return {
         "report_schema_version": REPORT_SCHEMA_VERSION, "config": asdict(cfg), "files": sorted(files),
-        "runs": [{"uri": r.uri, "committed": r.manifest is not None, "rows": int(r.image_id.size),
-                  "ok": int((r.status == "ok").sum()), "errors": int((r.status == "error").sum()),
-                  **{k: (r.manifest or {}).get(k) for k in ("model", "precision", "run_id", "artifact_sha256",
-                                                            "images_per_s", "seconds_this_attempt",
-                                                            "missing_from_archive")}} for r in runs],
-        "scored_images": int(primary.image_id.size), "evaluated_images": evaluated,
-        "mean_auroc": clean(ev.mean_auroc), "baseline_mean_auroc": clean(ev.baseline_mean_auroc),
+        "runs": [{"uri": r.uri, "committed": None if r.external else r.manifest is not None,
+                  "external": r.external,
+                  "rows": int(r.image_id.size), "ok": int((r.status == "ok").sum()),
+                  "errors": int((r.status == "error").sum()),
+                  "model_split": k.split.source if k.split else None,
+                  **{key: (r.manifest or {}).get(key) for key in ("model", "precision", "run_id", "artifact_sha256",
+                                                                  "images_per_s", "seconds_this_attempt",
+                                                                  "missing_from_archive")}}
+                 for r, k in zip(runs, known, strict=True)],
+        "scored_images": scored, "evaluated_images": evaluated,
+        "mean_auroc": clean(ev.mean_auroc), "mean_auroc_ci": interval(ev.mean),
+        "baseline_mean_auroc": clean(ev.baseline_mean_auroc), "baseline_mean_auroc_ci": interval(ev.baseline_mean),
+        "mean_delta": interval(ev.mean_delta),
         "auroc": {label: clean(e.auroc) for label, e in zip(ev.labels, ev.estimates, strict=True)},
         "thresholds": {label: clean(t) for label, t in zip(ev.labels, sc.thresholds, strict=True)},
+        "flag_flip_share": ({label: clean(v) for label, v in zip(ev.labels, agreement.flip_share, strict=True)}
+                            if agreement is not None else None),
         "flagged_on_apply_split": flagged, "overlays": n_overlays, "notes": notes,
+        "versions": {"numpy": np.__version__, "pyarrow": pa.__version__, **tilescope_versions()},
     }
 
 

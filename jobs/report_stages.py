@@ -1,43 +1,106 @@
 """The stages of `tilescope report` between reading the runs and saving the files (driver-side, no Ray).
 
-select (one ok row per image, ground truth joined) -> evaluate (AUROC + CIs, deltas, curves) -> screen
-(thresholds, flags, ranking) -> tables (pyarrow, for CSV/Parquet and the page) -> overlays (heatmaps).
+model split (which images each run's model trained on / held out) -> select (one ok row per image + ground
+truth) -> evaluate (AUROC + CIs, means, deltas, curves) -> screen (thresholds on the fit split, flags, ranking
+of the view split) -> agree (flag flips between two runs) -> overlays (heatmaps with ground-truth boxes).
+The tables these feed are jobs/report_tables.py; the page is jobs/report_page.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from storage.archives import fetch_images
+from storage.artifacts import open_typed
+from storage.fs import read_json, resolve
 from storage.metadata_files import ArchiveMetadata
-from storage.results import ScoredRun, error_reason, read_heatmaps
+from storage.results import RUN_CLAIM, ScoredRun, read_heatmaps
 from xray.decode import DecodeError, decode_gray8
 from xray.evaluation import (
     AurocDelta,
     AurocEstimate,
     ClassHistogram,
+    MeanInterval,
     auroc_intervals,
     class_histogram,
+    mean_auroc_interval,
     paired_auroc_delta,
     roc_curve,
 )
-from xray.ground_truth import GroundTruth, Split, join_ground_truth
+from xray.ground_truth import GroundTruth, ModelSplit, Split, join_ground_truth
 from xray.labels import LABELS
+from xray.manifests import ArtifactKind, EnsembleManifest
 from xray.metrics import mean_auroc
 from xray.report_html import Overlay
 from xray.report_plots import heatmap_overlay_png
-from xray.screening import FlagCounts, Ranking, flag_counts, flags, rank_by_top_probability, sensitivity_thresholds
+from xray.screening import (
+    Agreement,
+    FlagCounts,
+    Ranking,
+    agreement,
+    flag_counts,
+    flags,
+    pick_per_label,
+    rank_by_top_probability,
+    sensitivity_thresholds,
+)
+from xray.splits import split_by_patient
+
+
+@dataclass(frozen=True)
+class KnownSplit:
+    """A run's model split, or None with the reason it is not known (for the refusal message)."""
+
+    split: ModelSplit | None
+    why_unknown: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def model_split_of(run: ScoredRun, meta: ArchiveMetadata, val_list: frozenset[str] | None,
+                   val_list_uri: str | None, endpoint: str | None) -> KnownSplit:
+    """The patients the run's model trained on and held out: redrawn from the split its artifact records
+    (the run's _manifest.json, or _run.json while uncommitted, names the artifact and its sha256), or the
+    --val-list where none is recorded (predictions from elsewhere, a model brought in by `tilescope import`)."""
+    listed = KnownSplit(ModelSplit(None, val_list, f"--val-list {val_list_uri}")) if val_list is not None else None
+    if run.external:
+        return listed or KnownSplit(None, "predictions from elsewhere carry no model artifact that records its "
+                                          "patient split")
+    body = run.manifest or read_json(resolve(run.uri, endpoint), RUN_CLAIM) or {}
+    uri = body.get("artifact_uri") or (body.get("config") or {}).get("model")
+    sha = body.get("artifact_sha256")
+    if not uri:
+        return KnownSplit(None, f"{run.uri} does not name its model artifact")
+    try:
+        artifact, manifest = open_typed(uri, endpoint, "model artifact", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE)
+    except (OSError, ValueError) as exc:
+        return KnownSplit(None, f"its model artifact cannot be read ({str(exc).splitlines()[0][:200]})")
+    if sha and artifact.sha256 != sha:
+        return KnownSplit(None, f"the artifact at {uri} is {artifact.sha256[:12]}, the run was scored with {sha[:12]}")
+    rec = manifest.split
+    if rec is None:
+        return listed or KnownSplit(None, f"its model artifact {artifact.uri} ({manifest.model}) was brought in by "
+                                          "`tilescope import` and does not record the patients it trained on")
+    drawn = split_by_patient(meta, rec.val_fraction, rec.seed)
+    notes = []
+    if rec.val is not None and rec.val > len(drawn.val):
+        notes.append(f"The artifact {uri} records {rec.val} validation images; its split redrawn over --metadata has "
+                     f"{len(drawn.val)}: is --metadata the archive the model was trained on?")
+    if isinstance(manifest, EnsembleManifest) and manifest.combiner == "stacked":
+        notes.append("The ensemble's stacked combiner was fit on the same validation patients as the thresholds: "
+                     "the thresholds' sensitivity on test may fall slightly below the target.")
+    source = (f"artifact {artifact.uri} ({manifest.model}): patient split val_fraction {rec.val_fraction}, "
+              f"seed {rec.seed}")
+    return KnownSplit(ModelSplit(drawn.train, drawn.val, source, drawn.test), notes=tuple(notes))
 
 
 @dataclass(frozen=True)
 class ScoredImages:
     """The ok rows of one run, one per image (the first by source if an image was scored twice); N images."""
 
+    name: str
     labels: tuple[str, ...]
     image_id: np.ndarray  # (N,) str, sorted
     source: np.ndarray  # (N,) object
@@ -47,26 +110,54 @@ class ScoredImages:
     duplicates: int  # ok rows dropped because their image already had one
 
 
-def select_scored(run: ScoredRun, meta: ArchiveMetadata) -> ScoredImages:
+def select_scored(run: ScoredRun, meta: ArchiveMetadata, name: str, split: ModelSplit | None) -> ScoredImages:
     ok = (run.status == "ok") & ~np.isnan(run.probs).any(axis=1)
     ids = run.image_id[ok].astype(str)
     first = np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, dtype=bool)  # rows sorted by id
     keep = np.flatnonzero(ok)[first]
     image_id = run.image_id[keep].astype(str)
-    truth = join_ground_truth(image_id, meta.entries, run.labels, meta.train_val, meta.test)
-    return ScoredImages(run.labels, image_id, run.source[keep], run.probs[keep],
+    truth = join_ground_truth(image_id, meta.entries, run.labels, meta.train_val, meta.test, split)
+    return ScoredImages(name, run.labels, image_id, run.source[keep], run.probs[keep],
                         None if run.tile_max is None else run.tile_max[keep], truth, int(ok.sum() - keep.size))
+
+
+def fit_split_problem(images: ScoredImages, known: KnownSplit, fit_split: Split, allow_train: bool) -> str:
+    """Why thresholds cannot be fit on `fit_split` of this run ('' when they can): the model's validation
+    patients are not known or not scored, or the split holds images the model trained on."""
+    truth = images.truth
+    fit = truth.mask(fit_split)
+    if fit_split is Split.VAL and truth.model_split is None:
+        return (f"--fit-split val needs the patients the model never trained on, and {known.why_unknown}. Pass "
+                "--val-list FILE (the image ids held out from its training, one per line, like NIH's lists), or "
+                "--fit-split test to fit on the test split itself (then applied to it: optimistic)")
+    if not fit.any():
+        return (f"--fit-split {fit_split}: none of the {images.image_id.size} scored images is in it "
+                f"({truth.model_split.source if truth.model_split else 'NIH split lists'})")
+    trained = int((fit & truth.trained).sum())
+    if trained and not allow_train:
+        source = truth.model_split.source if truth.model_split else "NIH's train_val_list.txt, what a model is " \
+                                                                    "trained on when no artifact says otherwise"
+        return (f"--fit-split {fit_split}: {trained} of its {int(fit.sum())} images are ones the model trained on "
+                f"({source}); thresholds fit there reach the target sensitivity on training images, not on new "
+                "patients. Use --fit-split val (the model's validation patients, the default), or pass "
+                "--allow-fit-on-train to fit there anyway")
+    return ""
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Per label (L entries each) on the evaluated split; the baseline fields only with a second run."""
+    """Per label (L entries each) on the evaluated split; the baseline fields only with a second run, on the
+    images of the split both runs scored (nan for a label the baseline lacks)."""
 
     labels: tuple[str, ...]
     estimates: list[AurocEstimate]
+    mean: MeanInterval
     rocs: list[tuple[np.ndarray, np.ndarray]]
     histograms: list[ClassHistogram]
+    baseline_estimates: list[AurocEstimate] | None = None
+    baseline_mean: MeanInterval | None = None
     deltas: list[AurocDelta] | None = None
+    mean_delta: MeanInterval | None = None
     baseline_rocs: list[tuple[np.ndarray, np.ndarray] | None] | None = None
     paired_images: int = 0
 
@@ -76,125 +167,97 @@ class Evaluation:
 
     @property
     def baseline_mean_auroc(self) -> float:
-        return mean_auroc([d.auroc_b for d in self.deltas]) if self.deltas else math.nan
+        return self.baseline_mean.mean if self.baseline_mean is not None else math.nan
+
+
+def paired_rows(images: ScoredImages, mask: np.ndarray, baseline: ScoredImages) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (into images, into baseline) of the images of `mask` that both runs scored, in image id order."""
+    rows = np.flatnonzero(mask)
+    _, ia, ib = np.intersect1d(images.image_id[rows], baseline.image_id, assume_unique=True, return_indices=True)
+    return rows[ia], ib
 
 
 def evaluate(images: ScoredImages, split: Split, resamples: int, level: float, seed: int,
              baseline: ScoredImages | None = None) -> Evaluation:
-    """AUROC with bootstrap CIs, ROC curves and histograms per label on `split`; with a baseline, the paired
-    deltas (this run minus the baseline) on the images of `split` that both runs scored."""
+    """AUROC with bootstrap CIs, their mean with its CI, ROC curves and histograms per label on `split`; with a
+    baseline, its AUROCs with bootstrap CIs and the paired deltas (this run minus the baseline) on the images
+    of `split` both runs scored, with DeLong CIs, and the mean delta with its CI."""
     mask = images.truth.mask(split)
     y, p = images.truth.labels[mask], images.probs[mask]
+    n_labels = len(images.labels)
     estimates = auroc_intervals(y, p, resamples, level, seed)
-    rocs = [roc_curve(y[:, j], p[:, j]) for j in range(len(images.labels))]
-    hists = [class_histogram(y[:, j], p[:, j]) for j in range(len(images.labels))]
+    mean = mean_auroc_interval(y, p, level)
+    rocs = [roc_curve(y[:, j], p[:, j]) for j in range(n_labels)]
+    hists = [class_histogram(y[:, j], p[:, j]) for j in range(n_labels)]
     if baseline is None:
-        return Evaluation(images.labels, estimates, rocs, hists)
-    _, ia, ib = np.intersect1d(images.image_id[mask], baseline.image_id, assume_unique=True, return_indices=True)
-    deltas, baseline_rocs = [], []
-    for j, label in enumerate(images.labels):
-        if label not in baseline.labels:
-            deltas.append(AurocDelta(*(math.nan,) * 6))
-            baseline_rocs.append(None)
-            continue
-        b = baseline.probs[ib, baseline.labels.index(label)]
-        deltas.append(paired_auroc_delta(y[ia, j], p[ia, j], b, level))
-        baseline_rocs.append(roc_curve(y[ia, j], b))
-    return Evaluation(images.labels, estimates, rocs, hists, deltas, baseline_rocs, int(ia.size))
+        return Evaluation(images.labels, estimates, mean, rocs, hists)
+    ia, ib = paired_rows(images, mask, baseline)
+    shared = [j for j, label in enumerate(images.labels) if label in baseline.labels]
+    columns = [baseline.labels.index(images.labels[j]) for j in shared]
+    y_pair, p_pair, b_pair = images.truth.labels[ia][:, shared], images.probs[ia][:, shared], \
+        baseline.probs[ib][:, columns]
+    nan_estimate, nan_delta = AurocEstimate(math.nan, math.nan, math.nan, 0, 0), AurocDelta(*(math.nan,) * 6)
+    b_est: list[AurocEstimate] = [nan_estimate] * n_labels
+    deltas: list[AurocDelta] = [nan_delta] * n_labels
+    b_rocs: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n_labels
+    for k, est in enumerate(auroc_intervals(y_pair, b_pair, resamples, level, seed)):
+        j = shared[k]
+        b_est[j] = est
+        deltas[j] = paired_auroc_delta(y_pair[:, k], p_pair[:, k], b_pair[:, k], level)
+        b_rocs[j] = roc_curve(y_pair[:, k], b_pair[:, k])
+    return Evaluation(images.labels, estimates, mean, rocs, hists, b_est, mean_auroc_interval(y_pair, b_pair, level),
+                      deltas, mean_auroc_interval(y_pair, p_pair, level, baseline=b_pair), b_rocs, int(ia.size))
 
 
 @dataclass(frozen=True)
 class Screening:
     """Thresholds (L,) fit on one split, their counts on it and on the split they are applied to, the
-    flags (N, L) of every scored image, and the ranking of all N images."""
+    flags (N, L) of every scored image, and the ranking of the view split's images (`view` (N,) bool)."""
 
     thresholds: np.ndarray
     fit: FlagCounts
     applied: FlagCounts
     flags: np.ndarray
+    view: np.ndarray
     ranking: Ranking
 
 
-def screen(images: ScoredImages, fit_split: Split, apply_split: Split, target: float) -> Screening:
+def screen(images: ScoredImages, fit_split: Split, apply_split: Split, view_split: Split,
+           target: float) -> Screening:
+    """Thresholds reaching `target` sensitivity on fit_split, what they flag on apply_split, and the view split's
+    images ranked (Ranking.order indexes into the view rows, see view_rows)."""
     fit_mask, apply_mask = images.truth.mask(fit_split), images.truth.mask(apply_split)
     y = images.truth.labels
     thresholds = sensitivity_thresholds(y[fit_mask], images.probs[fit_mask], target)
+    view = images.truth.mask(view_split)
     return Screening(thresholds, flag_counts(y[fit_mask], images.probs[fit_mask], thresholds),
                      flag_counts(y[apply_mask], images.probs[apply_mask], thresholds),
-                     flags(images.probs, thresholds), rank_by_top_probability(images.image_id, images.probs))
+                     flags(images.probs, thresholds), view,
+                     rank_by_top_probability(images.image_id[view], images.probs[view]))
 
 
-def auroc_table(ev: Evaluation) -> pa.Table:
-    est = ev.estimates
-    columns: dict[str, pa.Array] = {
-        "label": pa.array(ev.labels, pa.string()), "auroc": _column([e.auroc for e in est]),
-        "ci_low": _column([e.low for e in est]), "ci_high": _column([e.high for e in est]),
-        "positives": pa.array([e.positives for e in est], pa.int64()),
-        "negatives": pa.array([e.negatives for e in est], pa.int64()),
-    }
-    if ev.deltas is not None:
-        columns.update({
-            "baseline_auroc": _column([d.auroc_b for d in ev.deltas]), "delta": _column([d.delta for d in ev.deltas]),
-            "delta_ci_low": _column([d.low for d in ev.deltas]), "delta_ci_high": _column([d.high for d in ev.deltas]),
-            "paired_images": pa.array([ev.paired_images] * len(ev.labels), pa.int64()),
-        })
-    return pa.table(columns)
+def view_rows(sc: Screening) -> np.ndarray:
+    """Rows (into the run's images) of the ranked view, highest first."""
+    return np.flatnonzero(sc.view)[sc.ranking.order]
 
 
-def thresholds_table(labels: tuple[str, ...], sc: Screening) -> pa.Table:
-    fit, app = sc.fit, sc.applied
-    return pa.table({
-        "label": pa.array(labels, pa.string()), "threshold": _column(sc.thresholds),
-        "fit_images": fit.positives + fit.negatives, "fit_positives": fit.positives, "fit_flagged": fit.flagged,
-        "fit_sensitivity": _column(fit.sensitivity),
-        "apply_images": app.positives + app.negatives, "apply_positives": app.positives,
-        "apply_flagged": app.flagged, "apply_true_positives": app.true_positives,
-        "apply_sensitivity": _column(app.sensitivity), "apply_specificity": _column(app.specificity),
-        "apply_ppv": _column(app.ppv),
-    })
+def agree(images: ScoredImages, sc: Screening, baseline: ScoredImages, sc_b: Screening,
+          apply_split: Split) -> Agreement:
+    """Flag flips per label (L,) between the run and the baseline, each at its own thresholds, on the images of
+    the apply split both scored; a label the baseline lacks counts no flips (its share is reported as nan)."""
+    ia, ib = paired_rows(images, images.truth.mask(apply_split), baseline)
+    flags_b = np.zeros((ia.size, len(images.labels)), dtype=bool)
+    for j, label in enumerate(images.labels):
+        if label in baseline.labels:
+            flags_b[:, j] = sc_b.flags[ib, baseline.labels.index(label)]
+    return agreement(sc.flags[ia], flags_b, np.array([label in baseline.labels for label in images.labels]))
 
 
-def screening_table(images: ScoredImages, sc: Screening) -> pa.Table:
-    """Every scored image, highest probability first."""
-    order = sc.ranking.order
-    names = np.array(images.labels, dtype=object)
-    flagged = sc.flags[order]
-    split = images.truth.split[order]
-    findings = images.truth.findings[order]
-    columns = {
-        "rank": pa.array(np.arange(1, order.size + 1, dtype=np.int64)),
-        "image_id": pa.array(images.image_id[order], pa.string()),
-        "split": pa.array([s or None for s in split], pa.string()),
-        "top_label": pa.array(names[sc.ranking.top_label], pa.string()),
-        "top_prob": pa.array(sc.ranking.top_prob.astype(np.float32)),
-        "flagged_labels": pa.array(["|".join(names[row]) for row in flagged], pa.string()),
-        "n_flagged": pa.array(flagged.sum(axis=1).astype(np.int32)),
-        "findings": pa.array([f or None for f in findings], pa.string()),
-    }
-    if images.tile_max is not None:
-        columns["tile_max"] = pa.array(images.tile_max[order].astype(np.float32))
-    return pa.table(columns)
-
-
-def errors_table(run: ScoredRun) -> pa.Table:
-    """Error rows grouped by reason (the text before its first ':', as in the run manifest)."""
-    errors = run.status == "error"
-    reasons: Counter[str] = Counter()
-    example: dict[str, tuple[str, str]] = {}
-    for image_id, error in zip(run.image_id[errors], run.error[errors], strict=True):
-        reason = error_reason(error or "unknown")
-        reasons[reason] += 1
-        example.setdefault(reason, (image_id, error or ""))
-    ordered = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-    return pa.table({"reason": pa.array([r for r, _ in ordered], pa.string()),
-                     "rows": pa.array([c for _, c in ordered], pa.int64()),
-                     "example_image_id": pa.array([example[r][0] for r, _ in ordered], pa.string()),
-                     "example_error": pa.array([example[r][1] for r, _ in ordered], pa.string())})
-
-
-def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, archive: str | None,
+def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, meta: ArchiveMetadata, archive: str | None,
              count: int) -> tuple[list[Overlay], str]:
-    """Heatmap overlays for the `count` highest-ranked images, and a note saying what was left out and why."""
+    """Heatmap overlays of the view split, one label at a time: each label's highest-probability flagged image
+    (one with a ground-truth box for the label first), with every box BBox_List gives it; and a note saying what
+    was left out and why."""
     if run.heatmap_shape is None:
         return [], "This run has no heatmaps (only tile-ensemble runs write them); section omitted."
     if count == 0:
@@ -205,15 +268,29 @@ def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, archive: str |
     order = LABELS if n_heat == len(LABELS) else images.labels
     if n_heat != len(order):
         return [], f"Heatmaps hold {n_heat} labels, neither the {len(LABELS)} ChestX-ray14 labels nor the run's."
-    top = sc.ranking.order[:count]
-    ids = [str(images.image_id[i]) for i in top]
+    boxes: dict[str, list] = {}
+    for b in meta.bboxes:
+        boxes.setdefault(b.image_index, []).append(b)
+    rows = np.flatnonzero(sc.view)
+    boxed = np.zeros((rows.size, len(images.labels)), dtype=bool)  # (V, L): BBox_List boxes the label there
+    position = {str(images.image_id[r]): i for i, r in enumerate(rows)}
+    for image_id, image_boxes in boxes.items():
+        for b in image_boxes:
+            if image_id in position and b.label in images.labels:
+                boxed[position[image_id], images.labels.index(b.label)] = True
+    heat_labels = np.array([label in order for label in images.labels])
+    picks = [(int(rows[i]), j) for i, j in pick_per_label(images.probs[rows], sc.flags[rows] & heat_labels,
+                                                          boxed, count)]
+    if not picks:
+        return [], "No image of the view split is flagged for a label the heatmaps hold."
+    ids = [str(images.image_id[r]) for r, _ in picks]
     heatmaps = read_heatmaps(run, ids)
-    pictures = fetch_images(archive, {i: str(images.source[r]) for i, r in zip(ids, top, strict=True)
+    pictures = fetch_images(archive, {i: str(images.source[r]) for i, (r, _) in zip(ids, picks, strict=True)
                                       if i in heatmaps}, run.endpoint)
     result, missing = [], []
-    for rank, row in enumerate(top):
-        image_id, label = ids[rank], images.labels[int(sc.ranking.top_label[rank])]
-        if image_id not in heatmaps or image_id not in pictures or label not in order:
+    for image_id, (row, j) in zip(ids, picks, strict=True):
+        label = images.labels[j]
+        if image_id not in heatmaps or image_id not in pictures:
             missing.append(image_id)
             continue
         try:
@@ -221,13 +298,10 @@ def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, archive: str |
         except DecodeError:
             missing.append(image_id)
             continue
-        png = heatmap_overlay_png(gray, heatmaps[image_id][order.index(label)])
-        result.append(Overlay(image_id, label, float(images.probs[row, images.labels.index(label)]), png))
+        png, width, height = heatmap_overlay_png(gray, heatmaps[image_id][order.index(label)])
+        scale = width / gray.shape[1]
+        drawn = tuple((b.label, b.x * scale, b.y * scale, b.w * scale, b.h * scale) for b in boxes.get(image_id, ()))
+        result.append(Overlay(image_id, label, float(images.probs[row, j]), float(sc.thresholds[j]),
+                              str(images.truth.findings[row]), png, width, height, drawn))
     note = f"No heatmap or image found for {', '.join(missing)}." if missing else ""
     return result, note
-
-
-def _column(values) -> pa.Array:
-    """Floats with NaN as null (an AUROC of a one-class label is undefined, not a number)."""
-    arr = np.asarray(values, dtype=np.float64)
-    return pa.array(arr, mask=np.isnan(arr))

@@ -11,12 +11,21 @@ class). The cost is O(resamples * m), so 100k images x 14 labels x 1000 resample
 
 Confidence intervals of a paired difference (two models, same images): DeLong's variance of correlated
 AUROCs (DeLong, DeLong & Clarke-Pearson 1988), normal approximation.
+
+Confidence intervals of the mean AUROC over labels, and of the mean paired difference: the labels are scored
+on the same images, so their AUROCs are correlated. Each image's DeLong structural components, summed over
+the labels, give the variance of the mean (for one label this is exactly DeLong's variance), normal
+approximation.
+
+Confidence intervals of a proportion (sensitivity, specificity, PPV at a fixed threshold): Wilson's score
+interval, which stays inside [0, 1] and behaves for rare labels where the normal interval does not.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -205,3 +214,83 @@ def class_histogram(y: np.ndarray, s: np.ndarray, bins: int = 20) -> ClassHistog
     pos, neg = _classes(y, s)
     edges = np.linspace(0.0, 1.0, bins + 1)
     return ClassHistogram(edges, np.histogram(pos, edges)[0], np.histogram(neg, edges)[0])
+
+
+def auroc_influence(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
+    """(N,) labels and scores -> (AUROC, (N,) each image's DeLong component, centred and scaled).
+
+    A positive contributes (v10 - A) / sqrt(m (m - 1)), a negative (v01 - A) / sqrt(n (n - 1)), so the sum
+    of squares is DeLong's variance S10/m + S01/n, and sums over labels or models give their covariances.
+    A class of one image adds nothing (its variance is unknown; the interval is then too narrow). (nan, all
+    nan) when a class is empty.
+    """
+    yb = np.asarray(y).astype(bool).ravel()
+    pos, neg = _classes(yb, s)
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        return math.nan, np.full(yb.size, math.nan)
+    v10, v01 = _placements(pos, neg)
+    a = float(v10.mean())
+    psi = np.empty(yb.size)
+    psi[yb] = (v10 - a) / math.sqrt(m * max(m - 1, 1))
+    psi[~yb] = (v01 - a) / math.sqrt(n * max(n - 1, 1))
+    return a, psi
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """A mean over labels with its standard error and interval, and how many labels it averages."""
+
+    mean: float
+    se: float
+    low: float
+    high: float
+    labels: int
+
+
+def mean_auroc_interval(labels: np.ndarray, probs: np.ndarray, level: float,
+                        baseline: np.ndarray | None = None) -> MeanInterval:
+    """(N, L) labels and scores -> the mean AUROC over the labels with both classes (xray.metrics.mean_auroc),
+    and its interval; with (N, L) baseline scores for the same images, the mean paired difference (probs minus
+    baseline) over the labels both can score, and its interval. nan when no label qualifies."""
+    y = np.asarray(labels)
+    if y.ndim != 2 or y.shape != np.shape(probs) or (baseline is not None and np.shape(baseline) != y.shape):
+        raise ValueError(f"labels {y.shape}, scores {np.shape(probs)} and baseline "
+                         f"{None if baseline is None else np.shape(baseline)} must be the same (N, L)")
+    values, components = [], []
+    for j in range(y.shape[1]):
+        a, psi = auroc_influence(y[:, j], probs[:, j])
+        if baseline is not None:
+            b, psi_b = auroc_influence(y[:, j], baseline[:, j])
+            a, psi = a - b, psi - psi_b
+        if not np.isnan(psi).any() and psi.size:
+            values.append(a)
+            components.append(psi)
+    return _normal_interval(values, components, level)
+
+
+def _normal_interval(values: Sequence[float], components: Sequence[np.ndarray], level: float) -> MeanInterval:
+    if not values:
+        return MeanInterval(math.nan, math.nan, math.nan, math.nan, 0)
+    k = len(values)
+    mean = float(np.mean(values))
+    se = float(np.sqrt(np.square(np.sum(components, axis=0) / k).sum()))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    return MeanInterval(mean, se, mean - z * se, mean + z * se, k)
+
+
+def wilson_interval(successes: np.ndarray, trials: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) counts of successes out of (K,) trials -> Wilson score interval (low (K,), high (K,)); nan where
+    there are no trials."""
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        # Exactly 0 with no successes and 1 with no failures (where rounding would leave 3e-17).
+        low = np.where(k <= 0, 0.0, np.clip(centre - half, 0.0, 1.0))
+        high = np.where(k >= n, 1.0, np.clip(centre + half, 0.0, 1.0))
+    empty = n <= 0
+    return np.where(empty, math.nan, low), np.where(empty, math.nan, high)

@@ -1,35 +1,54 @@
-"""The plots of `tilescope report`, drawn in Python as inline SVG (and one PNG kind), so the page needs no
+"""The plots of `tilescope report`, drawn in Python as inline SVG (and PNG heatmap overlays), so the page needs no
 JavaScript, no fonts and no network.
 
-Every function returns a complete `<svg>` element (a string) or PNG bytes. The colours are module
-constants: tests find the rendered plots in a screenshot by them.
+Hand-written SVG rather than matplotlib's SVG backend: a plot here is 2-6 KB of plain elements with classes
+that tests find (legend, colour bar, boxes), the same bytes for the same input, and costs nothing to draw;
+matplotlib's SVG of one small ROC plot with a legend is ~30 KB of glyph paths and clip ids, and a page draws
+29 plots plus one more per heatmap. The colours are module constants: tests find the plots in a screenshot by
+them.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import math
+from dataclasses import dataclass
 from html import escape
 
 import numpy as np
 from PIL import Image
 
-ROC_COLOUR = "#1f77b4"  # the run's ROC curves and AUROC points
+ROC_COLOUR = "#1f77b4"  # the run: ROC curves, AUROC points
 BASELINE_COLOUR = "#ff7f0e"  # the baseline run (second --results)
+DELTA_COLOUR = "#6a3d9a"  # run minus baseline
 POSITIVE_COLOUR = "#d62728"  # histogram bars of images with the finding
 NEGATIVE_COLOUR = "#8c8c8c"  # histogram bars of images without it
-THRESHOLD_COLOUR = "#2ca02c"  # the fitted threshold
-_FRAME = 'fill="none" stroke="#444" stroke-width="1"'
+THRESHOLD_COLOUR = "#2ca02c"  # the fitted threshold and its operating point
+BOX_COLOUR = "#ff00ff"  # BBox_List ground-truth boxes (a colour the heatmap's colormap never takes)
+_GRID = "#e6e6e6"
 _SVG_NS = 'xmlns="http://www.w3.org/2000/svg"'
+# matplotlib's viridis (perceptually uniform, readable in grey and by colour-blind readers) at 17 even steps;
+# linear interpolation between them stays within 2/255 of the full 256-entry table.
+VIRIDIS = np.array([
+    (68, 1, 84), (72, 24, 106), (71, 45, 123), (66, 64, 134), (59, 82, 139), (51, 99, 141), (44, 114, 142),
+    (38, 130, 142), (33, 145, 140), (31, 160, 136), (40, 174, 128), (63, 188, 115), (94, 201, 98),
+    (132, 212, 75), (173, 220, 48), (216, 226, 25), (253, 231, 37)], dtype=np.float64)
+HEAT_OPACITY = 0.45  # of the heatmap colour over the X-ray, the same for every value
 
 
 def _num(v: float) -> str:
     return f"{v:.1f}"
 
 
-def _text(x: float, y: float, body: str, size: int = 11, anchor: str = "start", extra: str = "") -> str:
-    return (f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size}" text-anchor="{anchor}" '
+def _text(x: float, y: float, body: str, size: float = 11, anchor: str = "start", extra: str = "") -> str:
+    return (f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size:g}" text-anchor="{anchor}" '
             f'font-family="sans-serif" {extra}>{escape(body)}</text>')
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, colour: str, width: float = 1, extra: str = "") -> str:
+    return (f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{colour}" '
+            f'stroke-width="{width:g}" {extra}/>')
 
 
 def format_metric(v: float | None, digits: int = 3) -> str:
@@ -37,11 +56,28 @@ def format_metric(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
+def format_interval(v: float, low: float, high: float, digits: int = 3) -> str:
+    """'0.812 [0.790, 0.833]', '0.812' without an interval, 'n/a' without a value."""
+    if v is None or math.isnan(v):
+        return "n/a"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return format_metric(v, digits)
+    return f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 class _Box:
     """Maps unit coordinates ([0, 1] x [0, 1], y up) into a plot area of an SVG."""
 
     def __init__(self, left: float, top: float, width: float, height: float) -> None:
         self.left, self.top, self.width, self.height = left, top, width, height
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    @property
+    def right(self) -> float:
+        return self.left + self.width
 
     def x(self, u: float) -> float:
         return self.left + u * self.width
@@ -53,134 +89,310 @@ class _Box:
         return " ".join(f"{_num(self.x(u))},{_num(self.y(v))}" for u, v in zip(us, vs, strict=True))
 
     def frame(self) -> str:
-        return f'<rect x="{_num(self.left)}" y="{_num(self.top)}" width="{_num(self.width)}" ' \
-               f'height="{_num(self.height)}" {_FRAME}/>'
+        return (f'<rect x="{_num(self.left)}" y="{_num(self.top)}" width="{_num(self.width)}" '
+                f'height="{_num(self.height)}" fill="none" stroke="#444" stroke-width="1"/>')
+
+
+def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size: float = 9) -> str:
+    """A boxed legend whose bottom-right corner is at (right, bottom); items are (mark, colour, text) with mark
+    one of line, dashed, dot, bar, whisker."""
+    row, sample = size + 5, 18
+    width = 12 + sample + max(len(t) for _, _, t in items) * size * 0.56
+    height = 6 + row * len(items)
+    x0, y0 = right - width, bottom - height
+    parts = [f'<g class="legend"><rect x="{_num(x0)}" y="{_num(y0)}" width="{_num(width)}" height="{_num(height)}" '
+             'fill="white" fill-opacity="0.9" stroke="#bbb"/>']
+    for i, (mark, colour, text) in enumerate(items):
+        cy = y0 + 3 + row * i + row / 2
+        sx = x0 + 6
+        if mark in ("line", "dashed"):
+            dash = ' stroke-dasharray="5 3"' if mark == "dashed" else ""
+            parts.append(_line(sx, cy, sx + sample, cy, colour, 2.5 if mark == "line" else 2, dash))
+        elif mark == "dot":
+            parts.append(f'<circle cx="{_num(sx + sample / 2)}" cy="{_num(cy)}" r="4" fill="{colour}"/>')
+        elif mark == "bar":
+            parts.append(f'<rect x="{_num(sx + 3)}" y="{_num(cy - 4)}" width="{sample - 6}" height="8" '
+                         f'fill="{colour}"/>')
+        else:  # whisker: an interval
+            parts.append(_line(sx, cy, sx + sample, cy, colour, 2))
+            parts += [_line(x, cy - 3, x, cy + 3, colour, 1.5) for x in (sx, sx + sample)]
+        parts.append(_text(sx + sample + 5, cy + size * 0.35, text, size, extra='class="legend-text"'))
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _axes(box: _Box, ticks: list[float], xlabel: str, ylabel: str,
+          y_ticks: list[tuple[float, str]] | None = None) -> list[str]:
+    """Grid lines, tick labels and axis titles of a unit box: x ticks in [0, 1]; y ticks (position in [0, 1],
+    text), the x ticks when None."""
+    parts = []
+    for t in ticks:
+        parts.append(_line(box.x(t), box.top, box.x(t), box.bottom, _GRID))
+        parts.append(_text(box.x(t), box.bottom + 11, f"{t:g}", 8.5, "middle"))
+    for t, text in y_ticks if y_ticks is not None else [(t, f"{t:g}") for t in ticks]:
+        parts.append(_line(box.left, box.y(t), box.right, box.y(t), _GRID))
+        parts.append(_text(box.left - 3, box.y(t) + 3, text, 8.5, "end", 'class="y-tick"'))
+    parts.append(_text(box.x(0.5), box.bottom + 24, xlabel, 9, "middle"))
+    cy = box.y(0.5)
+    parts.append(_text(11, cy, ylabel, 9, "middle", f'transform="rotate(-90 11 {_num(cy)})"'))
+    return parts
 
 
 def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: float, high: float,
-            baseline: tuple[np.ndarray, np.ndarray] | None = None, size: int = 240) -> str:
-    """One label's ROC curve (fpr, tpr (K,)), with the baseline run's curve dashed when given."""
-    box = _Box(40, 22, size - 50, size - 66)
+            baseline: tuple[np.ndarray, np.ndarray] | None = None, baseline_auroc: float = math.nan,
+            operating_point: tuple[float, float] | None = None, size: int = 260) -> str:
+    """One label's ROC curve (fpr, tpr (K,)), the baseline run's dashed when given, the threshold's operating
+    point, and a legend."""
+    box = _Box(44, 22, size - 54, size - 66)
     parts = [f'<svg class="roc" data-label="{escape(label)}" width="{size}" height="{size}" '
              f'viewBox="0 0 {size} {size}" {_SVG_NS} role="img">',
-             _text(size / 2, 14, label, 12, "middle", 'font-weight="bold"'), box.frame(),
-             f'<line x1="{_num(box.x(0))}" y1="{_num(box.y(0))}" x2="{_num(box.x(1))}" y2="{_num(box.y(1))}" '
-             'stroke="#bbb" stroke-dasharray="4 3"/>']
-    for t in (0.0, 0.5, 1.0):
-        parts.append(_text(box.x(t), box.y(0) + 12, f"{t:g}", 9, "middle"))
-        parts.append(_text(box.left - 4, box.y(t) + 3, f"{t:g}", 9, "end"))
-    parts.append(_text(box.x(0.5), size - 18, "false positive rate", 9, "middle"))
-    parts.append(_text(10, box.y(0.5), "true positive rate", 9, "middle",
-                       f'transform="rotate(-90 10 {_num(box.y(0.5))})"'))
+             _text(size / 2, 14, label, 12, "middle", 'font-weight="bold"')]
+    parts += _axes(box, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "1 - specificity", "sensitivity")
+    parts.append(_line(box.x(0), box.y(0), box.x(1), box.y(1), "#bbb", 1, 'stroke-dasharray="3 3"'))
+    parts.append(box.frame())
+    legend = []
     if baseline is not None and baseline[0].size:
         parts.append(f'<polyline class="roc-baseline" points="{box.points(*baseline)}" fill="none" '
                      f'stroke="{BASELINE_COLOUR}" stroke-width="2" stroke-dasharray="5 3"/>')
     if fpr.size:
         parts.append(f'<polyline class="roc-curve" points="{box.points(fpr, tpr)}" fill="none" '
                      f'stroke="{ROC_COLOUR}" stroke-width="2.5"/>')
-        caption = f"AUROC {format_metric(auroc)} [{format_metric(low)}, {format_metric(high)}]"
-    else:
-        caption = "one class only: no curve"
+        legend.append(("line", ROC_COLOUR, f"run {format_metric(auroc)}"))
+    if baseline is not None and baseline[0].size:
+        legend.append(("dashed", BASELINE_COLOUR, f"baseline {format_metric(baseline_auroc)}"))
+    if operating_point is not None and fpr.size and not any(math.isnan(v) for v in operating_point):
+        x, y = box.x(operating_point[0]), box.y(operating_point[1])
+        parts.append(f'<circle class="operating-point" cx="{_num(x)}" cy="{_num(y)}" r="4" fill="{THRESHOLD_COLOUR}" '
+                     'stroke="white"/>')
+        legend.append(("dot", THRESHOLD_COLOUR, "threshold"))
+    if legend:
+        parts.append(_legend(legend, box.right - 3, box.bottom - 3, 8.5))
+    caption = (f"AUROC {format_interval(auroc, low, high)}" if fpr.size else "one class only: no curve")
     parts.append(_text(size / 2, size - 4, caption, 10, "middle"))
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _nice_top(value: float) -> tuple[float, int]:
+    """(top, steps): the smallest of 1, 2, 2.5, 5 x 10^k at or above value (> 0), and the tick count that cuts
+    it into round steps."""
+    exp = 10.0 ** math.floor(math.log10(value))
+    mantissa, steps = next((m, k) for m, k in ((1, 5), (2, 4), (2.5, 5), (5, 5), (10, 5)) if m * exp >= value - 1e-12)
+    return mantissa * exp, steps
+
+
 def histogram_svg(label: str, edges: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
-                  threshold: float, size: tuple[int, int] = (240, 160)) -> str:
+                  threshold: float, size: tuple[int, int] = (260, 224)) -> str:
     """Score histograms of one label: each class as a share of its own images per bin (B bins, edges (B+1,)),
-    side by side, with the fitted threshold as a vertical line."""
+    side by side, with a y axis in percent, a legend and the fitted threshold as a vertical line."""
     width, height = size
-    box = _Box(8, 20, width - 16, height - 44)
+    box = _Box(44, 20, width - 54, height - 92)
     shares = [c / c.sum() if c.sum() else np.zeros_like(c, dtype=float) for c in (negatives, positives)]
-    top = max(float(max(s.max(initial=0.0) for s in shares)), 1e-9)
+    peak = float(max(s.max(initial=0.0) for s in shares))
+    top, steps = _nice_top(peak) if peak > 0 else (1.0, 5)
     parts = [f'<svg class="histogram" data-label="{escape(label)}" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" {_SVG_NS} role="img">',
-             _text(width / 2, 13, label, 12, "middle", 'font-weight="bold"'), box.frame()]
+             _text(width / 2, 13, label, 12, "middle", 'font-weight="bold"')]
+    parts += _axes(box, [0.0, 0.25, 0.5, 0.75, 1.0], "probability", "% of class",
+                   [(k / steps, f"{100 * top * k / steps:g}") for k in range(steps + 1)])
     for share, colour, offset, cls in ((shares[0], NEGATIVE_COLOUR, 0.0, "neg"),
                                        (shares[1], POSITIVE_COLOUR, 0.5, "pos")):
         for b, value in enumerate(share):
             if value <= 0:
                 continue
             lo, hi = edges[b], edges[b + 1]
-            x0 = box.x(lo + (hi - lo) * offset)
-            bar_w = box.width * (hi - lo) / 2
-            y0 = box.y(value / top)
+            x0, y0, bar_w = box.x(lo + (hi - lo) * offset), box.y(value / top), box.width * (hi - lo) / 2
             parts.append(f'<rect class="bar-{cls}" x="{_num(x0)}" y="{_num(y0)}" width="{_num(bar_w)}" '
-                         f'height="{_num(box.y(0) - y0)}" fill="{colour}"/>')
+                         f'height="{_num(box.bottom - y0)}" fill="{colour}"/>')
+    parts.append(box.frame())
     if not math.isnan(threshold):
         tx = box.x(min(max(threshold, 0.0), 1.0))
         parts.append(f'<line class="threshold" x1="{_num(tx)}" y1="{_num(box.top)}" x2="{_num(tx)}" '
-                     f'y2="{_num(box.y(0))}" stroke="{THRESHOLD_COLOUR}" stroke-width="2" stroke-dasharray="4 2"/>')
-    parts.append(_text(box.x(0), height - 10, "0", 9, "middle"))
-    parts.append(_text(box.x(1), height - 10, "1", 9, "middle"))
-    parts.append(_text(width / 2, height - 10, f"n+ {int(positives.sum())}  n- {int(negatives.sum())}", 9, "middle"))
+                     f'y2="{_num(box.bottom)}" stroke="{THRESHOLD_COLOUR}" stroke-width="2" stroke-dasharray="4 2"/>')
+    # Below the axes, where it hides no bar.
+    parts.append(_legend_row([("bar", POSITIVE_COLOUR, f"with finding (n={int(positives.sum())})"),
+                              ("bar", NEGATIVE_COLOUR, f"without (n={int(negatives.sum())})")],
+                             box.left - 30, box.bottom + 40, 8.5))
+    if not math.isnan(threshold):
+        parts.append(_legend_row([("dashed", THRESHOLD_COLOUR, f"threshold {threshold:.3g} (fit split)")],
+                                 box.left - 30, box.bottom + 55, 8.5))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def auroc_chart_svg(labels: list[str], auroc: np.ndarray, low: np.ndarray, high: np.ndarray,
-                    baseline: np.ndarray | None = None, width: int = 560) -> str:
-    """Per-label AUROC (L,) as points with their interval as whiskers, the baseline's AUROC as a second point.
+@dataclass(frozen=True)
+class Estimates:
+    """Per chart row (K,): a point and its interval; nan where undefined."""
 
-    The axis runs from 0.5 (chance) to 1, or from the lowest value shown rounded down to a tenth.
-    """
-    row_h, left = 20, 150
-    height = 30 + row_h * len(labels) + 20
-    box = _Box(left, 20, width - left - 16, row_h * len(labels))
-    shown = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in (auroc, low, high)
-                            + ((baseline,) if baseline is not None else ())])
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, value, low, high) -> Estimates:
+        return cls(*(np.asarray(a, dtype=np.float64) for a in (value, low, high)))
+
+
+def auroc_chart_svg(rows: list[str], run: Estimates, names: tuple[str, str] = ("run", "baseline"),
+                    baseline: Estimates | None = None, delta: Estimates | None = None, summary_rows: int = 0,
+                    level: float = 0.95) -> str:
+    """AUROC per row as points with their interval as whiskers (the baseline's below the run's), and with a
+    delta, a second panel of run minus baseline with its interval. The last `summary_rows` rows (the mean) are
+    set apart by a rule. The AUROC axis runs from 0.5 (chance) to 1, or from the lowest value shown rounded
+    down to a tenth; the delta axis is symmetric about 0."""
+    row_h, left, legend_h = 22, 150, 26
+    panel = 380
+    delta_panel = 240 if delta is not None else 0
+    width = left + panel + (delta_panel + 30 if delta is not None else 0) + 16
+    height = legend_h + row_h * len(rows) + 40
+    box = _Box(left, legend_h, panel, row_h * len(rows))
+    shown = np.concatenate([a.ravel() for e in (run, baseline) if e is not None for a in (e.value, e.low, e.high)])
     shown = shown[~np.isnan(shown)]
     start = min(0.5, math.floor(float(shown.min()) * 10) / 10) if shown.size else 0.5
 
-    def ax(v: float) -> float:  # start..1 -> plot x
+    def ax(v: float) -> float:
         return box.x((v - start) / (1.0 - start))
 
     parts = [f'<svg class="auroc-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'{_SVG_NS} role="img">', box.frame()]
+             f'{_SVG_NS} role="img">']
     for t in np.arange(start, 1.0001, 0.1):
-        parts.append(f'<line x1="{_num(ax(t))}" y1="{_num(box.top)}" x2="{_num(ax(t))}" '
-                     f'y2="{_num(box.top + box.height)}" stroke="{"#aaa" if abs(t - 0.5) < 1e-9 else "#e3e3e3"}"/>')
-        parts.append(_text(ax(t), box.top + box.height + 13, f"{t:.1f}", 9, "middle"))
-    for i, label in enumerate(labels):
+        parts.append(_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t - 0.5) < 1e-9 else _GRID))
+        parts.append(_text(ax(t), box.bottom + 12, f"{t:.1f}", 9, "middle"))
+    parts.append(_text(box.x(0.5), box.bottom + 27, "AUROC", 10, "middle"))
+    off = 4 if baseline is not None else 0
+    for i, name in enumerate(rows):
         cy = box.top + row_h * i + row_h / 2
-        parts.append(_text(left - 6, cy + 4, label, 11, "end"))
-        if not math.isnan(low[i]):
-            parts.append(f'<line x1="{_num(ax(low[i]))}" y1="{_num(cy)}" x2="{_num(ax(high[i]))}" y2="{_num(cy)}" '
-                         f'stroke="{ROC_COLOUR}" stroke-width="2"/>')
-        if baseline is not None and not math.isnan(baseline[i]):
-            parts.append(f'<circle class="auroc-baseline" cx="{_num(ax(baseline[i]))}" cy="{_num(cy)}" r="4" '
-                         f'fill="{BASELINE_COLOUR}"/>')
-        if not math.isnan(auroc[i]):
-            parts.append(f'<circle class="auroc-point" cx="{_num(ax(auroc[i]))}" cy="{_num(cy)}" r="5" '
-                         f'fill="{ROC_COLOUR}"/>')
+        bold = 'font-weight="bold"' if i >= len(rows) - summary_rows else ""
+        parts.append(_text(left - 6, cy + 4, name, 11, "end", bold))
+        parts += _estimate(run, i, ax, cy - off, ROC_COLOUR, "auroc-point", 5 if bold else 4)
+        if baseline is not None:
+            parts += _estimate(baseline, i, ax, cy + off, BASELINE_COLOUR, "auroc-baseline", 4 if bold else 3.5)
+    if summary_rows:
+        y = box.top + row_h * (len(rows) - summary_rows)
+        parts.append(_line(8, y, width - 8, y, "#888", 1))
+    parts.append(box.frame())
+    legend = [("dot", ROC_COLOUR, _short(names[0]))]
+    if baseline is not None:
+        legend.append(("dot", BASELINE_COLOUR, _short(names[1])))
+    legend.append(("whisker", "#555", f"{level:.0%} CI"))
+    if delta is not None:
+        legend.append(("dot", DELTA_COLOUR, "run - baseline"))
+        parts += _delta_panel(rows, delta, _Box(left + panel + 30, legend_h, delta_panel, row_h * len(rows)), row_h)
+    parts.append(_legend_row(legend, left, 16))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _heat_colours(v: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) float RGB: blue -> cyan -> yellow -> red."""
-    stops = np.array([[0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], dtype=np.float64)
-    pos = np.clip(v, 0.0, 1.0) * (len(stops) - 1)
-    i = np.minimum(pos.astype(int), len(stops) - 2)
+def _short(name: str, limit: int = 44) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def _estimate(e: Estimates, i: int, ax, cy: float, colour: str, cls: str, r: float) -> list[str]:
+    parts = []
+    if not math.isnan(e.low[i]) and not math.isnan(e.high[i]):
+        parts.append(_line(ax(e.low[i]), cy, ax(e.high[i]), cy, colour, 2, f'class="{cls}-ci"'))
+    if not math.isnan(e.value[i]):
+        parts.append(f'<circle class="{cls}" cx="{_num(ax(e.value[i]))}" cy="{_num(cy)}" r="{r:g}" fill="{colour}"/>')
+    return parts
+
+
+def _delta_panel(rows: list[str], delta: Estimates, box: _Box, row_h: int) -> list[str]:
+    values = np.concatenate([delta.value, delta.low, delta.high])
+    values = values[~np.isnan(values)]
+    largest = max(0.05, float(np.abs(values).max(initial=0.0)))
+    step, _ = _nice_top(largest / 3)  # round steps, 2 to 4 ticks each side of 0
+    reach = math.ceil(largest / step - 1e-9) * step
+
+    def ax(v: float) -> float:
+        return box.x((v + reach) / (2 * reach))
+
+    parts = []
+    for t in np.arange(-reach, reach + step / 2, step):
+        parts.append(_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t) < 1e-12 else _GRID))
+        parts.append(_text(ax(t), box.bottom + 12, f"{t:+g}" if abs(t) > 1e-12 else "0", 9, "middle"))
+    parts.append(_text(box.x(0.5), box.bottom + 27, "AUROC difference", 10, "middle"))
+    for i in range(len(rows)):
+        parts += _estimate(delta, i, ax, box.top + row_h * i + row_h / 2, DELTA_COLOUR, "delta-point", 4)
+    parts.append(box.frame())
+    return parts
+
+
+def _legend_row(items: list[tuple[str, str, str]], x: float, cy: float, size: float = 10) -> str:
+    """A legend laid out in one row starting at x, centred on cy."""
+    parts = ['<g class="legend">']
+    for mark, colour, text in items:
+        if mark == "dot":
+            parts.append(f'<circle cx="{_num(x + 5)}" cy="{_num(cy)}" r="4.5" fill="{colour}"/>')
+        elif mark == "bar":
+            parts.append(f'<rect x="{_num(x + 1)}" y="{_num(cy - 4)}" width="12" height="8" fill="{colour}"/>')
+        elif mark == "dashed":
+            parts.append(_line(x, cy, x + 14, cy, colour, 2, 'stroke-dasharray="4 2"'))
+        else:
+            parts.append(_line(x, cy, x + 14, cy, colour, 2))
+            parts += [_line(v, cy - 3, v, cy + 3, colour, 1.5) for v in (x, x + 14)]
+        parts.append(_text(x + 18, cy + 3.5, text, size, extra='class="legend-text"'))
+        x += 18 + len(text) * size * 0.56 + 16
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """(...) values in [0, 1] (clipped) -> (..., 3) float RGB on viridis."""
+    pos = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0) * (len(VIRIDIS) - 1)
+    i = np.minimum(pos.astype(int), len(VIRIDIS) - 2)
     frac = (pos - i)[..., None]
-    return stops[i] * (1.0 - frac) + stops[i + 1] * frac
+    return VIRIDIS[i] * (1.0 - frac) + VIRIDIS[i + 1] * frac
 
 
-def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray, size: int = 256, opacity: float = 0.55) -> bytes:
-    """(H, W) uint8 image and (gh, gw) heatmap of one label -> PNG bytes of the image, longest side `size`,
-    with the heatmap (scaled to its own maximum) blended over it: hotter cells redder and more opaque."""
+def colour_bar_svg(caption: str, width: int = 340) -> str:
+    """The heatmaps' one scale: viridis from 0 to 1 with ticks, as a horizontal bar."""
+    stops = "".join(f'<stop offset="{k / (len(VIRIDIS) - 1):.4f}" stop-color="rgb({r:.0f},{g:.0f},{b:.0f})"/>'
+                    for k, (r, g, b) in enumerate(VIRIDIS))
+    box = _Box(10, 20, width - 20, 16)
+    parts = [f'<svg class="colour-bar" width="{width}" height="58" viewBox="0 0 {width} 58" {_SVG_NS} role="img">',
+             f'<defs><linearGradient id="viridis" x1="0" x2="1" y1="0" y2="0">{stops}</linearGradient></defs>',
+             _text(box.left, 13, caption, 10),
+             f'<rect class="colour-bar-scale" x="{_num(box.left)}" y="{_num(box.top)}" width="{_num(box.width)}" '
+             f'height="{_num(box.height)}" fill="url(#viridis)" stroke="#444"/>']
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(_line(box.x(t), box.bottom, box.x(t), box.bottom + 4, "#444"))
+        parts.append(_text(box.x(t), box.bottom + 15, f"{t:g}", 9, "middle"))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray, size: int = 256,
+                        opacity: float = HEAT_OPACITY) -> tuple[bytes, int, int]:
+    """(H, W) uint8 image and (gh, gw) heatmap of one label (probabilities) -> (PNG bytes, width, height): the
+    image with its longest side `size`, and the heatmap stretched over it on viridis, on one absolute scale
+    (0 and 1 are the same colours on every image), blended at `opacity`."""
     img = Image.fromarray(np.asarray(gray, dtype=np.uint8))
     scale = size / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                      Image.Resampling.BILINEAR)
-    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32))
-    peak = float(heat.max())
-    norm = heat / peak if peak > 0 else np.zeros_like(heat)
-    up = np.asarray(Image.fromarray(norm).resize(img.size, Image.Resampling.BILINEAR), dtype=np.float64)
+    heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    up = np.asarray(Image.fromarray(heat).resize(img.size, Image.Resampling.BILINEAR), dtype=np.float64)
     base = np.repeat(np.asarray(img, dtype=np.float64)[..., None], 3, axis=2)
-    alpha = (opacity * np.clip(up, 0.0, 1.0))[..., None]
-    rgb = base * (1.0 - alpha) + _heat_colours(up) * alpha
+    rgb = base * (1.0 - opacity) + colormap(up) * opacity
     out = io.BytesIO()
     Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue()
+    return out.getvalue(), img.width, img.height
+
+
+def overlay_svg(png: bytes, width: int, height: int, boxes: tuple[tuple[str, float, float, float, float], ...],
+                label: str) -> str:
+    """The overlay image with ground-truth boxes (label, x, y, w, h in its pixels): the shown label's solid,
+    other labels' dashed, each named."""
+    data = base64.b64encode(png).decode("ascii")
+    parts = [f'<svg class="overlay-image" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'{_SVG_NS} role="img"><image href="data:image/png;base64,{data}" x="0" y="0" width="{width}" '
+             f'height="{height}"/>']
+    for name, x, y, w, h in boxes:
+        dash = "" if name == label else ' stroke-dasharray="5 3"'
+        parts.append(f'<rect class="gt-box" data-label="{escape(name)}" x="{_num(x)}" y="{_num(y)}" '
+                     f'width="{_num(w)}" height="{_num(h)}" fill="none" stroke="{BOX_COLOUR}" stroke-width="2"{dash}/>')
+        ty = y - 3 if y > 12 else min(y + h + 11, height - 2)
+        parts.append(_text(x, ty, name, 10, "start", f'fill="{BOX_COLOUR}" stroke="black" stroke-width="2.5" '
+                                                     'paint-order="stroke" font-weight="bold"'))
+    parts.append("</svg>")
+    return "".join(parts)

@@ -116,3 +116,63 @@ def rank_by_top_probability(image_ids: np.ndarray, probs: np.ndarray) -> Ranking
 def _check_shapes(labels: np.ndarray, probs: np.ndarray) -> None:
     if np.shape(labels) != np.shape(probs) or np.ndim(labels) != 2:
         raise ValueError(f"labels {np.shape(labels)} and probabilities {np.shape(probs)} must be the same (N, L)")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Two models' flags on the same images (N, L), each at its own thresholds: per label (L,) the images on
+    which they differ, and which side flagged them."""
+
+    images: int
+    flips: np.ndarray
+    only_a: np.ndarray
+    only_b: np.ndarray
+    compared: np.ndarray
+    """(L,) bool: labels both models score (the others count no flips and have no share)."""
+
+    @property
+    def flip_share(self) -> np.ndarray:
+        return np.where(self.compared, _ratio(self.flips, np.full(self.flips.shape, self.images)), math.nan)
+
+    @property
+    def overall_share(self) -> float:
+        """Share of all compared (image, label) decisions that flip."""
+        decisions = self.images * int(self.compared.sum())
+        return float(self.flips[self.compared].sum() / decisions) if decisions else math.nan
+
+
+def agreement(flags_a: np.ndarray, flags_b: np.ndarray, compared: np.ndarray | None = None) -> Agreement:
+    """(N, L) flags of model a and of model b on the same N images -> where they disagree, per label;
+    `compared` (L,) marks the labels both models score (default: all)."""
+    a, b = np.asarray(flags_a, dtype=bool), np.asarray(flags_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"flags {a.shape} and {b.shape} must be the same (N, L)")
+    both = np.ones(a.shape[1], dtype=bool) if compared is None else np.asarray(compared, dtype=bool)
+    only_a, only_b = (a & ~b).sum(axis=0) * both, (b & ~a).sum(axis=0) * both
+    return Agreement(a.shape[0], only_a + only_b, only_a, only_b, both)
+
+
+def pick_per_label(probs: np.ndarray, flagged: np.ndarray, preferred: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """(N, L) probabilities, flags and `preferred` (e.g. the image has a ground-truth box for the label) ->
+    up to `count` (row, label) pairs, one label at a time in turn, each the label's highest-probability flagged
+    image not picked yet, preferred images first; so the picks cover as many labels as there are flagged.
+
+    Deterministic: ties go to the lower row (callers sort rows by image id).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    queues = []
+    for j in range(p.shape[1]):
+        rows = np.flatnonzero(flagged[:, j])
+        order = np.lexsort((rows, -p[rows, j], ~preferred[rows, j]))
+        queues.append(list(rows[order]))
+    picks: list[tuple[int, int]] = []
+    used: set[int] = set()
+    while len(picks) < count and any(queues):
+        for j, queue in enumerate(queues):
+            while queue and queue[0] in used:
+                queue.pop(0)
+            if queue and len(picks) < count:
+                row = int(queue.pop(0))
+                used.add(row)
+                picks.append((row, j))
+    return picks

@@ -1,11 +1,13 @@
 """`tilescope report` on real scored runs (two INT8 models over the synthetic archive), from local disk and S3,
-on hand-built runs (uncommitted, with heatmaps, 120k rows), and its HTML rendered by headless Chromium."""
+on hand-built runs (uncommitted, with heatmaps and boxes, 120k rows), and its HTML rendered by headless Chromium.
+Thresholds fit on held-out patients, predictions from elsewhere and flag agreement: test_report_screening.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -19,13 +21,25 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from jobs import report, score
+from jobs.provenance import tilescope_versions
+from storage.artifacts import open_typed
 from storage.fs import StorageError
 from storage.metadata_files import load_metadata
 from storage.results import open_run
-from tests.integration.results_tables import make_run, write_image_shard
+from tests.integration.results_tables import make_run, write_bbox_list, write_image_shard
 from tests.integration.test_score_s3 import upload_dir
 from xray.labels import LABELS, prob_column
-from xray.report_plots import BASELINE_COLOUR, NEGATIVE_COLOUR, POSITIVE_COLOUR, ROC_COLOUR
+from xray.manifests import ArtifactKind
+from xray.report_plots import (
+    BASELINE_COLOUR,
+    BOX_COLOUR,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    ROC_COLOUR,
+    THRESHOLD_COLOUR,
+    VIRIDIS,
+)
+from xray.splits import split_by_patient
 
 
 def read_csv(path: str) -> list[dict]:
@@ -67,9 +81,9 @@ def test_report_values_agree_with_sklearn_and_the_results(scored, two_run_report
     _, y_b, p_b = truth_and_probs(scored["runs"][1], scored["metadata"])
     assert summary.rows == summary.scored == summary.evaluated == len(ids) == 80
     aurocs = read_csv(os.path.join(out, "auroc.csv"))
-    assert [r["label"] for r in aurocs] == list(LABELS)
+    assert [r["label"] for r in aurocs] == [*LABELS, "mean"]
     both = 0
-    for j, row in enumerate(aurocs):
+    for j, row in enumerate(aurocs[:-1]):
         assert row["positives"] == int(y[:, j].sum()) and row["negatives"] == 80 - int(y[:, j].sum())
         if 0 < y[:, j].sum() < 80:
             both += 1
@@ -77,31 +91,52 @@ def test_report_values_agree_with_sklearn_and_the_results(scored, two_run_report
             assert row["baseline_auroc"] == pytest.approx(roc_auc_score(y_b[:, j], p_b[:, j]), abs=1e-6)
             assert row["delta"] == pytest.approx(row["auroc"] - row["baseline_auroc"], abs=1e-9)
             assert row["ci_low"] - 1e-9 <= row["auroc"] <= row["ci_high"] + 1e-9
+            assert row["baseline_ci_low"] - 1e-9 <= row["baseline_auroc"] <= row["baseline_ci_high"] + 1e-9
             assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
             assert row["paired_images"] == 80
         else:
             assert row["auroc"] is None and row["ci_low"] is None
     assert both >= 8  # the synthetic archive draws most findings
+    mean = aurocs[-1]
+    assert mean["auroc"] == pytest.approx(np.mean([r["auroc"] for r in aurocs[:-1] if r["auroc"] is not None]))
+    assert mean["baseline_auroc"] == pytest.approx(np.mean([r["baseline_auroc"] for r in aurocs[:-1]
+                                                            if r["baseline_auroc"] is not None]))
+    assert mean["delta"] == pytest.approx(mean["auroc"] - mean["baseline_auroc"], abs=1e-9)
+    assert mean["ci_low"] < mean["auroc"] < mean["ci_high"] and mean["delta_ci_low"] < mean["delta"] < \
+        mean["delta_ci_high"]
     body = json.load(open(os.path.join(out, "report.json")))
-    assert body["mean_auroc"] == pytest.approx(np.mean([r["auroc"] for r in aurocs if r["auroc"] is not None]))
+    assert body["mean_auroc"] == pytest.approx(mean["auroc"]) and body["mean_delta"]["mean"] == \
+        pytest.approx(mean["delta"])
     assert [r["committed"] for r in body["runs"]] == [True, True] and body["runs"][0]["rows"] == 80
+    assert body["runs"][0]["model_split"].endswith("patient split val_fraction 0.15, seed 0")
+    assert body["runs"][1]["model_split"].endswith("patient split val_fraction 0.15, seed 1")
     assert sorted(os.listdir(out)) == sorted(body["files"])
-    assert pq.read_schema(os.path.join(out, "auroc.parquet")).metadata[b"tilescope.report_schema_version"] == b"1"
+    assert {k: v for k, v in body["versions"].items() if k.startswith("tilescope")} == tilescope_versions()
+    assert pq.read_schema(os.path.join(out, "auroc.parquet")).metadata[b"tilescope.report_schema_version"] == b"2"
 
-    # Thresholds: fit on train_val reaches the target there; the screening view ranks all 80 images.
-    fit_ids = set(load_metadata(scored["metadata"]).train_val)
-    fit = np.array([i in fit_ids for i in ids])
+    # Thresholds: fit on the model's validation patients (its artifact's split, redrawn) reach the target there.
+    meta = load_metadata(scored["metadata"])
+    _, manifest = open_typed(json.load(open(os.path.join(scored["runs"][0], "_manifest.json")))["artifact_uri"],
+                             None, "--model", ArtifactKind.MODEL)
+    val_ids = split_by_patient(meta, manifest.split.val_fraction, manifest.split.seed).val
+    fit = np.array([i in val_ids for i in ids])
+    assert 0 < fit.sum() < 40
     thresholds = {r["label"]: r for r in read_csv(os.path.join(out, "thresholds.csv"))}
     for j, label in enumerate(LABELS):
         t = thresholds[label]
+        assert t["fit_images"] == int(fit.sum())
         if y[fit, j].sum():
             assert np.mean(p[fit & (y[:, j] == 1), j] >= np.float32(t["threshold"])) >= 0.9
             assert t["fit_positives"] == int(y[fit, j].sum()) and t["fit_sensitivity"] >= 0.9
         else:
             assert t["threshold"] is None and t["fit_flagged"] == 0
+        if t["apply_sensitivity"] is not None:
+            assert t["apply_sensitivity_low"] <= t["apply_sensitivity"] <= t["apply_sensitivity_high"]
+    # The view split is the evaluated one (all here): the screening view ranks all 80 images.
     screening = pq.read_table(os.path.join(out, "screening.parquet")).to_pylist()
     assert len(screening) == 80 and sorted(r["image_id"] for r in screening) == ids
     assert [r["rank"] for r in screening] == list(range(1, 81))
+    assert {r["model_split"] for r in screening} == {"train", "val", "test"}
     assert all(a["top_prob"] >= b["top_prob"] for a, b in zip(screening, screening[1:], strict=False))
     row = screening[0]
     i = ids.index(row["image_id"])
@@ -110,6 +145,7 @@ def test_report_values_agree_with_sklearn_and_the_results(scored, two_run_report
                 and p[i, j] >= np.float32(thresholds[label]["threshold"])]
     assert row["flagged_labels"] == "|".join(expected) and row["n_flagged"] == len(expected)
     assert read_csv(os.path.join(out, "errors.csv")) == []
+    assert any("holds" in n and "images the model trained on: optimistic" in n for n in body["notes"])
 
 
 def test_same_inputs_same_report_and_ambiguous_root_refused(scored, two_run_report, tmp_path):
@@ -143,7 +179,7 @@ def test_report_reads_and_writes_s3(scored, s3_endpoint, s3_bucket, tmp_path):
         body = client.get_object(Bucket=s3_bucket, Key=f"report/{table}")["Body"].read()
         assert body == open(tmp_path / "local" / table, "rb").read(), table
     assert pq.read_table(io.BytesIO(client.get_object(Bucket=s3_bucket, Key="report/auroc.parquet")["Body"]
-                                    .read())).num_rows == 14
+                                    .read())).num_rows == 15  # 14 labels and the mean
 
 
 def test_uncommitted_run_is_refused_unless_allow_partial(tmp_path):
@@ -163,19 +199,70 @@ def test_uncommitted_run_is_refused_unless_allow_partial(tmp_path):
                        "example_error": f"corrupt or truncated image data: row {errors[0]['example_image_id']}"}]
 
 
-def test_heatmap_overlays_for_the_top_flagged_images(tmp_path):
-    run = make_run(str(tmp_path), 60, heatmap_shape=(14, 4, 4))
-    write_image_shard(os.path.dirname(run.metadata), run.image_ids)
-    cfg = report.ReportConfig(results=(run.run_dir,), metadata=run.metadata, out=str(tmp_path / "r"),
-                              archive=os.path.dirname(run.metadata), overlays=5, bootstrap=50)
-    assert report.run(cfg).overlays == 5
-    html = open(tmp_path / "r" / "report.html").read()
+@pytest.fixture(scope="module")
+def heatmap_report(tmp_path_factory) -> dict:
+    """A tile-ensemble-like run (4x4 heatmaps) with its images, BBox_List boxes on some of its test images, and a
+    second model's predictions from elsewhere (a CSV, its validation patients given with --val-list) as baseline."""
+    root = tmp_path_factory.mktemp("heatmaps")
+    run = make_run(str(root), 300, heatmap_shape=(14, 4, 4), seed=2, val_fraction=0.4)
+    archive = os.path.dirname(run.metadata)
+    write_image_shard(archive, run.image_ids)
+    positives = [(str(run.image_ids[i]), label) for i in np.flatnonzero(run.test & ~run.errors)
+                 for j, label in enumerate(LABELS[:8]) if run.labels[i, j]]
+    boxes = [(image, label, 10.0 + 5 * k % 40, 20.0, 30.0, 25.0) for k, (image, label) in enumerate(positives)]
+    write_bbox_list(archive, boxes)
+    rng = np.random.default_rng(3)
+    keep = ~run.errors & (run.val | run.test)
+    other = np.clip(run.probs[keep] + rng.normal(0, 0.05, (int(keep.sum()), 14)), 0, 1)
+    csv = str(root / "other_model.csv")
+    with open(csv, "w") as f:
+        f.write("Image Index," + ",".join(LABELS) + "\n")
+        f.writelines(f"{i}," + ",".join(f"{v:.6f}" for v in row) + "\n"
+                     for i, row in zip(run.image_ids[keep], other, strict=True))
+    val_list = str(root / "val_list.txt")
+    with open(val_list, "w") as f:
+        f.write("\n".join(run.image_ids[run.val]) + "\n")
+    cfg = report.ReportConfig(results=(run.run_dir, csv), metadata=run.metadata, out=str(root / "r"),
+                              archive=archive, overlays=5, bootstrap=50, val_list=val_list)
+    return {"run": run, "cfg": cfg, "summary": report.run(cfg), "boxes": boxes, "out": str(root / "r")}
+
+
+def test_heatmap_overlays_one_label_at_a_time_with_their_boxes(heatmap_report, tmp_path):
+    run, out = heatmap_report["run"], heatmap_report["out"]
+    assert heatmap_report["summary"].overlays == 5
+    html = open(os.path.join(out, "report.html")).read()
     assert html.count('<figure class="overlay">') == 5 and html.count("data:image/png;base64,") == 5
-    screening = pq.read_table(tmp_path / "r" / "screening.parquet").to_pylist()
-    for row in screening[:5]:  # the top five, each captioned with its top label
-        assert f"{row['image_id']}: {row['top_label']} {row['top_prob']:.3f}" in html
+    assert html.count('<svg class="colour-bar"') == 1
+    thresholds = {r["label"]: r["threshold"] for r in read_csv(os.path.join(out, "thresholds.csv"))}
+    captions = re.findall(r"<figcaption><b>([^<]+)</b><br>(\w+) ([\d.]+) \(threshold ([\d.]+)\)<br>truth: ([^;]+);",
+                          html)
+    by_id = dict(zip(run.image_ids, range(len(run.image_ids)), strict=True))
+    # One label at a time: as many different labels as have a flagged test image, each image once.
+    test_rows = np.flatnonzero(run.test & ~run.errors)
+    labels_flagged = {label for label, t in thresholds.items() if t is not None
+                      and (run.probs[test_rows, LABELS.index(label)] >= np.float32(t)).any()}
+    shown = [c[1] for c in captions]
+    assert len(captions) == 5 and len({c[0] for c in captions}) == 5
+    assert len(set(shown[:len(labels_flagged)])) == min(5, len(labels_flagged)) >= 3
+    assert set(shown) <= labels_flagged
+    boxed = {}
+    for image, label, *_ in heatmap_report["boxes"]:
+        boxed.setdefault(image, []).append(label)
+    drawn_boxes = 0
+    for image, label, prob, threshold, findings in captions:
+        i = by_id[image]
+        assert run.test[i]  # the view split defaults to the evaluated one: test
+        assert float(prob) == pytest.approx(run.probs[i, LABELS.index(label)], abs=6e-4)
+        assert float(prob) >= thresholds[label] - 6e-4
+        assert float(threshold) == pytest.approx(thresholds[label], abs=6e-4)
+        assert findings == "|".join(np.array(LABELS)[run.labels[i] > 0]) or findings == "No Finding"
+        drawn_boxes += len(boxed.get(image, []))
+    assert html.count('class="gt-box"') == drawn_boxes > 0
+    screening = pq.read_table(os.path.join(out, "screening.parquet")).to_pylist()
+    assert {r["split"] for r in screening} == {"test"} and len(screening) == int((run.test & ~run.errors).sum())
     assert all(r["tile_max"] is not None and 0.0 <= r["tile_max"] < 0.2 for r in screening)
     # Without --archive, and for a run without heatmaps, the section says why it is empty.
+    cfg = heatmap_report["cfg"]
     report.run(report.ReportConfig(**{**cfg.__dict__, "archive": None, "out": str(tmp_path / "n")}))
     assert "pass --archive" in open(tmp_path / "n" / "report.html").read()
     plain = make_run(str(tmp_path / "plain"), 60)
@@ -192,15 +279,16 @@ def test_120k_result_rows(tmp_path):
     assert summary.scored == 119_997 and summary.evaluated == int((ok & run.test).sum())
     aurocs = read_csv(str(tmp_path / "r" / "auroc.csv"))
     eval_rows = ok & run.test
-    for j, row in enumerate(aurocs):
+    for j, row in enumerate(aurocs[:-1]):
         assert row["auroc"] == pytest.approx(roc_auc_score(run.labels[eval_rows, j], run.probs[eval_rows, j]),
                                              abs=1e-6)
         assert row["ci_high"] - row["ci_low"] < 0.15
+    assert aurocs[-1]["label"] == "mean" and aurocs[-1]["ci_high"] - aurocs[-1]["ci_low"] < 0.02
     for row in read_csv(str(tmp_path / "r" / "thresholds.csv")):
-        assert row["fit_sensitivity"] >= 0.9
+        assert row["fit_sensitivity"] >= 0.9 and row["fit_images"] == int((run.val & ok).sum())
         se = np.sqrt(0.9 * 0.1 / row["apply_positives"])
-        assert abs(row["apply_sensitivity"] - 0.9) < 4 * se  # fit on train_val, applied to test
-    assert pq.read_metadata(tmp_path / "r" / "screening.parquet").num_rows == 119_997
+        assert abs(row["apply_sensitivity"] - 0.9) < 4 * se  # fit on the validation patients, applied to test
+    assert pq.read_metadata(tmp_path / "r" / "screening.parquet").num_rows == int((ok & run.test).sum())  # the view
 
 
 # ---- the page in a browser ---------------------------------------------------------------------------------
@@ -233,11 +321,11 @@ def colour_pixels(img: np.ndarray, hex_colour: str, tolerance: int = 12) -> int:
 def test_html_renders_in_headless_chromium(chromium, two_run_report, tmp_path):
     html = os.path.join(two_run_report["out"], "report.html")
     shot = tmp_path / "report.png"
-    browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1280,2600")
+    browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1280,3400")
     img = np.asarray(Image.open(shot).convert("RGB"))
-    assert img.shape == (2600, 1280, 3)
+    assert img.shape == (3400, 1280, 3)
     assert (img.min(axis=-1) < 240).mean() > 0.03  # not blank
-    aurocs = read_csv(os.path.join(two_run_report["out"], "auroc.csv"))
+    aurocs = read_csv(os.path.join(two_run_report["out"], "auroc.csv"))[:-1]
     curves = sum(r["auroc"] is not None for r in aurocs)
     assert colour_pixels(img, ROC_COLOUR) > 150 * curves  # every curve drawn (about 2.5 px x 200+ px each)
     assert colour_pixels(img, BASELINE_COLOUR) > 50 * curves
@@ -247,4 +335,45 @@ def test_html_renders_in_headless_chromium(chromium, two_run_report, tmp_path):
     assert dom.count('<svg class="roc"') == 14 and dom.count('class="roc-curve"') == curves
     assert dom.count('class="roc-baseline"') == curves
     assert dom.count('<svg class="histogram"') == 14 and dom.count('<svg class="auroc-chart"') == 1
-    assert dom.count("<tr>") >= 1 + 14 + 14 + 25
+    assert dom.count("<tr>") >= 1 + 15 + 14 + 25
+
+
+def test_page_shows_legends_colour_bar_and_boxes_and_its_tables_fit(chromium, heatmap_report, tmp_path):
+    html = os.path.join(heatmap_report["out"], "report.html")
+    dom = browse(chromium, html, tmp_path, "--dump-dom").stdout
+    # Legends: the chart names both runs and the interval; every ROC plot says which curve is which.
+    chart = dom[dom.index('<svg class="auroc-chart"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert re.findall(r'class="legend-text">([^<]+)<', chart) == ["run int8", "other_model.csv", "95% CI",
+                                                                   "run - baseline"]
+    roc_legends = re.findall(r'<svg class="roc".*?</svg>', dom)
+    assert len(roc_legends) == 14
+    for svg in roc_legends:
+        if 'class="roc-curve"' in svg:
+            texts = re.findall(r'class="legend-text">([^<]+)<', svg)
+            assert re.fullmatch(r"run [01]\.\d{3}", texts[0]) and re.fullmatch(r"baseline [01]\.\d{3}", texts[1])
+    assert dom.count('<svg class="colour-bar"') == 1 and dom.count('class="gt-box"') > 0
+    assert dom.count('class="y-tick"') >= 14 * 2 + 14 * 6  # every histogram and ROC plot has a y axis
+
+    shot = tmp_path / "heatmaps.png"
+    browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1280,7000")
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    # The colour bar: viridis from its dark to its bright end, unblended (the overlays are blended with the X-ray).
+    for end in (VIRIDIS[0], VIRIDIS[-1]):
+        assert colour_pixels(img, "#" + "".join(f"{int(v):02x}" for v in end), tolerance=6) > 30
+    boxes = dom.count('class="gt-box"')
+    assert colour_pixels(img, BOX_COLOUR, tolerance=20) > 60 * boxes  # 2 px outlines of >= 30 x 25 px boxes
+    assert colour_pixels(img, BASELINE_COLOUR) > 500 and colour_pixels(img, THRESHOLD_COLOUR) > 300
+
+    # Tables fit the page: no table (nor the page) is wider than a 1280 px window. The page has no script of its
+    # own; the measurement runs in a copy with one appended.
+    probe = tmp_path / "probe.html"
+    probe.write_text(open(html).read().replace("</body>", """<script>
+      const w = document.documentElement.clientWidth;
+      const wide = [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right > w + 1);
+      document.body.setAttribute("data-fit", JSON.stringify({tables: document.querySelectorAll("table").length,
+        wide: wide.map(t => t.className), page: document.documentElement.scrollWidth, window: w}));
+    </script></body>"""))
+    measured = browse(chromium, str(probe), tmp_path, "--window-size=1280,900", "--dump-dom").stdout
+    fit = json.loads(re.search(r'data-fit="([^"]+)"', measured).group(1).replace("&quot;", '"'))
+    assert fit["tables"] == 4 and fit["wide"] == [] and fit["page"] <= fit["window"], fit

@@ -1,4 +1,5 @@
-"""xray.evaluation: bootstrap AUROC intervals, DeLong paired deltas, ROC curves and histograms (no Ray)."""
+"""xray.evaluation: bootstrap AUROC intervals, DeLong paired deltas, the mean AUROC and mean delta with their
+intervals, Wilson intervals, ROC curves and histograms (no Ray)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from xray.evaluation import (
+    auroc_influence,
     auroc_intervals,
     bootstrap_auroc,
     class_histogram,
+    mean_auroc_interval,
     paired_auroc_delta,
     percentile_interval,
     roc_curve,
+    wilson_interval,
 )
 from xray.metrics import auroc
 
@@ -167,3 +171,66 @@ def test_class_histogram_counts_each_class():
     assert h.edges.size == 11 and h.edges[0] == 0.0 and h.edges[-1] == 1.0
     assert h.positives.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0, 2]  # 1.0 falls in the last bin
     assert h.negatives.tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+
+
+def test_influence_components_give_delongs_variance_and_covariance():
+    y, p = tied_data(3, 400, 2)
+    a, psi = auroc_influence(y[:, 0], p[:, 0])
+    b, psi_b = auroc_influence(y[:, 0], p[:, 1])
+    assert a == pytest.approx(roc_auc_score(y[:, 0], p[:, 0]))
+    assert abs(psi.sum()) < 1e-9  # centred within each class
+    d = paired_auroc_delta(y[:, 0], p[:, 0], p[:, 1], 0.95)
+    assert math.sqrt(np.square(psi - psi_b).sum()) == pytest.approx(d.se, rel=1e-9)
+    # One label: the mean interval is DeLong's, and the mean delta interval is the paired delta's.
+    one = mean_auroc_interval(y[:, :1], p[:, :1], 0.95)
+    assert (one.mean, one.labels) == (pytest.approx(a), 1)
+    assert one.se == pytest.approx(math.sqrt(np.square(psi).sum()))
+    delta = mean_auroc_interval(y[:, :1], p[:, :1], 0.95, baseline=p[:, 1:2])
+    assert (delta.mean, delta.low, delta.high) == (pytest.approx(d.delta), pytest.approx(d.low), pytest.approx(d.high))
+    assert math.isnan(auroc_influence(np.zeros(5), np.arange(5.0))[0])
+
+
+def test_mean_interval_matches_a_joint_bootstrap_over_images():
+    """Labels scored on the same images are correlated; the summed components must see that: their se agrees
+    with a bootstrap that resamples whole images (all labels together), and exceeds the independent-labels
+    one when the labels' errors are shared."""
+    rng = np.random.default_rng(5)
+    n, n_labels = 3000, 4
+    common = rng.random((n, 1)) < 0.15  # findings that come together (as effusion and atelectasis do)
+    y = (common | (rng.random((n, n_labels)) < 0.05)).astype(np.int8)
+    shared = rng.normal(size=(n, 1))  # one image-level factor in every label's score: correlated AUROCs
+    p = 1.2 * y + shared + 0.6 * rng.normal(size=(n, n_labels))
+    est = mean_auroc_interval(y, p, 0.95)
+    assert est.mean == pytest.approx(np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(n_labels)]))
+    reps = []
+    for _ in range(300):
+        idx = rng.integers(0, n, n)
+        reps.append(np.mean([auroc(y[idx, j], p[idx, j]) for j in range(n_labels)]))
+    assert est.se == pytest.approx(np.std(reps), rel=0.2)
+    independent = math.sqrt(sum(np.square(auroc_influence(y[:, j], p[:, j])[1]).sum() for j in range(n_labels))) / 4
+    assert est.se > independent * 1.3  # 1.6 here: treating the labels as independent would be far too narrow
+    assert est.low < est.mean < est.high and est.high - est.low == pytest.approx(2 * 1.959964 * est.se)
+
+
+def test_mean_interval_skips_one_class_labels_and_is_nan_without_any():
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    p = np.array([[0.9, 0.1], [0.2, 0.3], [0.7, 0.2], [0.4, 0.4]])
+    est = mean_auroc_interval(y, p, 0.9)
+    assert est.labels == 1 and est.mean == 1.0
+    empty = mean_auroc_interval(y[:, 1:], p[:, 1:], 0.9)
+    assert empty.labels == 0 and math.isnan(empty.mean) and math.isnan(empty.low)
+    with pytest.raises(ValueError, match="same"):
+        mean_auroc_interval(y, p[:, :1], 0.9)
+
+
+def test_wilson_interval_known_values_and_edges():
+    low, high = wilson_interval(np.array([9, 0, 10, 0]), np.array([10, 10, 10, 0]), 0.95)
+    assert low[0] == pytest.approx(0.5958, abs=1e-4) and high[0] == pytest.approx(0.9821, abs=1e-4)
+    assert low[1] == 0.0 and high[1] == pytest.approx(0.2775, abs=1e-4)
+    assert high[2] == 1.0 and low[2] == pytest.approx(0.7225, abs=1e-4)
+    assert math.isnan(low[3]) and math.isnan(high[3])
+    # Coverage over many binomial draws: about the level (Wilson is close to nominal for n = 40, p = 0.9).
+    rng = np.random.default_rng(0)
+    k = rng.binomial(40, 0.9, 4000)
+    lo, hi = wilson_interval(k, np.full(k.size, 40), 0.95)
+    assert 0.92 < np.mean((lo <= 0.9) & (0.9 <= hi)) < 0.98

@@ -1,4 +1,5 @@
-"""xray.screening: thresholds for a target sensitivity, flag counts, the ranking (no Ray)."""
+"""xray.screening: thresholds for a target sensitivity, flag counts, the ranking, flag agreement between two
+models and the per-label picks for heatmaps (no Ray)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from xray.screening import flag_counts, flags, rank_by_top_probability, sensitivity_threshold, sensitivity_thresholds
+from xray.screening import (
+    agreement,
+    flag_counts,
+    flags,
+    pick_per_label,
+    rank_by_top_probability,
+    sensitivity_threshold,
+    sensitivity_thresholds,
+)
 
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])
@@ -92,3 +101,34 @@ def test_ranking_refuses_missing_probabilities_and_mismatched_ids():
     with pytest.raises(ValueError, match="do not match"):
         rank_by_top_probability(np.array(["a", "b"]), np.array([[0.1, 0.2]]))
     assert rank_by_top_probability(np.array([]), np.zeros((0, 3))).order.size == 0
+
+
+def test_agreement_counts_flips_each_way_per_label():
+    a = np.array([[1, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=bool)
+    b = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], dtype=bool)
+    agree = agreement(a, b)
+    assert agree.images == 4
+    assert agree.only_a.tolist() == [1, 0, 1] and agree.only_b.tolist() == [0, 1, 1]
+    assert agree.flips.tolist() == [1, 1, 2] and agree.flip_share.tolist() == [0.25, 0.25, 0.5]
+    assert agree.overall_share == pytest.approx(4 / 12)
+    partial = agreement(a, b, compared=np.array([True, False, True]))
+    assert partial.flips.tolist() == [1, 0, 2] and math.isnan(partial.flip_share[1])
+    assert partial.overall_share == pytest.approx(3 / 8)
+    assert agreement(a, a).flips.tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="same"):
+        agreement(a, b[:, :2])
+
+
+def test_pick_per_label_takes_turns_over_labels_preferring_boxed_images():
+    p = np.array([[0.9, 0.8], [0.7, 0.95], [0.6, 0.1], [0.5, 0.2]])
+    flagged = np.array([[1, 1], [1, 1], [1, 0], [0, 1]], dtype=bool)
+    boxed = np.zeros((4, 2), dtype=bool)
+    # Label 0 takes its best (row 0), label 1 its best not taken (row 1), then label 0 again (row 2), ...
+    assert pick_per_label(p, flagged, boxed, 10) == [(0, 0), (1, 1), (2, 0), (3, 1)]
+    assert pick_per_label(p, flagged, boxed, 1) == [(0, 0)]
+    boxed[2, 0] = boxed[3, 1] = True  # a box for the label comes first, whatever its probability
+    assert pick_per_label(p, flagged, boxed, 2) == [(2, 0), (3, 1)]
+    assert pick_per_label(p, np.zeros((4, 2), dtype=bool), boxed, 5) == []
+    # Ties in probability go to the lower row.
+    assert pick_per_label(np.full((3, 1), 0.5), np.ones((3, 1), dtype=bool), np.zeros((3, 1), bool), 2) == \
+        [(0, 0), (1, 0)]
