@@ -38,7 +38,7 @@ from jobs.report_stages import (
     select_scored,
 )
 from jobs.report_tables import auroc_table, errors_table, screening_table, thresholds_table
-from storage.fs import check_reachable, read_bytes, resolve
+from storage.fs import check_reachable, list_files, read_bytes, resolve
 from storage.metadata_files import load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
@@ -95,6 +95,8 @@ class ReportConfig:
     """Flagged images drawn with their heatmap, one label at a time (runs with heatmaps and --archive only)."""
     allow_partial: bool = False
     """Report on a run that is not committed yet (no _manifest.json): the rows written so far."""
+    force: bool = False
+    """Write into a non-empty --out that holds no earlier report (its files of the same names are replaced)."""
     s3_endpoint: str | None = None
     """S3 endpoint for MinIO/Ceph/moto (e.g. http://127.0.0.1:9000); default from the environment."""
 
@@ -130,12 +132,21 @@ def validate(cfg: ReportConfig) -> None:
     require_valid(problems)
 
 
+def _check_out(out, force: bool) -> None:
+    """A report replaces an earlier report in --out, and nothing else unless --force."""
+    present = [p.rsplit("/", 1)[-1] for p in list_files(out)]
+    if present and "report.json" not in present and not force:
+        raise ValueError(f"--out {out.uri} is not empty and holds no earlier report ({len(present)} files, e.g. "
+                         f"{', '.join(sorted(present)[:3])}); choose another --out, or pass --force")
+
+
 def run(cfg: ReportConfig) -> ReportSummary:
     validate(cfg)
     t0 = time.perf_counter()
     # Read: every input that can be wrong fails here, before any statistic.
     out = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out)
+    _check_out(out, cfg.force)
     runs = [open_scored(uri, cfg.s3_endpoint, cfg.allow_partial) for uri in cfg.results]
     meta = load_metadata(cfg.metadata, cfg.s3_endpoint)
     val_list = _read_val_list(cfg)

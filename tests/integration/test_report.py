@@ -377,3 +377,17 @@ def test_page_shows_legends_colour_bar_and_boxes_and_its_tables_fit(chromium, he
     measured = browse(chromium, str(probe), tmp_path, "--window-size=1280,900", "--dump-dom").stdout
     fit = json.loads(re.search(r'data-fit="([^"]+)"', measured).group(1).replace("&quot;", '"'))
     assert fit["tables"] == 4 and fit["wide"] == [] and fit["page"] <= fit["window"], fit
+
+
+def test_report_replaces_its_own_report_and_nothing_else(tmp_path):
+    run = make_run(str(tmp_path), 200)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    cfg = report.ReportConfig(results=(run.run_dir,), metadata=run.metadata, out=str(out), bootstrap=20)
+    with pytest.raises(ValueError, match=r"is not empty and holds no earlier report .*notes.txt.*--force"):
+        report.run(cfg)
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    report.run(report.ReportConfig(**{**cfg.__dict__, "force": True}))
+    report.run(cfg)  # an earlier report is there now: replaced in place
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.json").exists()
