@@ -4,11 +4,15 @@
   actor's best setting; T: end-to-end tilescope throughput; efficiency T * (d + i) / cores;
 - the same archive through a plain PyTorch FP32 script (DataLoader + eager DenseNet-121, the usual CheXNet
   evaluation loop): tilescope's T over its throughput;
-- peak memory of all Ray processes when scoring 10x more images.
+- peak memory of all Ray processes when scoring 10x more images;
+- (issue 16) the same quantities on real NIH PNGs: ../shared/nih-sample repeated into tar.gz shards under a
+  temporary directory to --real-images (never copied into the repository), beside the synthetic archive; and
+  on both archives T with the PNG decoder before issue 16 (TILESCOPE_PNG_DECODER=legacy) in the same run.
 
 Throughput comes from runs without the memory sampler; peak memory from a second pair of runs with it.
 
-    .venv/bin/python -m bench.scoring               (about 20 minutes on 2 cores)
+    .venv/bin/python -m bench.scoring               (about 30 minutes on 2 cores)
+    .venv/bin/python -m bench.scoring --no-real --no-legacy      (issue 3's runs only, about 20 minutes)
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import io
 import itertools
 import json
 import os
+import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -31,12 +38,13 @@ from jobs import quantize, score, synth
 from jobs.cli import local_system_config
 from storage.archives import iter_members, list_shards
 from storage.artifacts import write_artifact
-from xray.decode import decode_resized
+from xray.decode import DECODER_ENV, decode_resized
 from xray.labels import LABELS
 from xray.manifests import DEFAULT_VAL_FRACTION, CheckpointManifest, SplitRecord
 from xray.models import ModelSpec, build_model
 
 SIZE = 224
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "nih-sample"
 
 
 def make_model(workdir: str, archive: str) -> str:
@@ -54,13 +62,43 @@ def make_model(workdir: str, archive: str) -> str:
     return model
 
 
-def decode_cost(archive: str, sample: int) -> tuple[float, list[np.ndarray]]:
+@contextmanager
+def png_decoder(legacy: bool):
+    """Decode PNGs as before issue 16 (Pillow) inside the block, here and in Ray workers started within it."""
+    if legacy:
+        os.environ[DECODER_ENV] = "legacy"
+    try:
+        yield
+    finally:
+        os.environ.pop(DECODER_ENV, None)
+
+
+def decode_cost(archive: str, sample: int, legacy: bool = False) -> tuple[float, list[np.ndarray]]:
     """Core-seconds per image to decode (process CPU time, one process) over the first `sample` images, and
     their decoded pixels."""
     blobs = list(itertools.islice((m.data for s in list_shards(archive) for m in iter_members(s) if m.data), sample))
-    t0 = time.process_time()
-    pixels = [decode_resized(b, SIZE) for b in blobs]
-    return (time.process_time() - t0) / len(blobs), pixels
+    decode_resized(blobs[0], SIZE)  # numba compiles (or loads its cache) outside the timing
+    with png_decoder(legacy):
+        t0 = time.process_time()
+        pixels = [decode_resized(b, SIZE) for b in blobs]
+        cost = (time.process_time() - t0) / len(blobs)
+    return cost, pixels
+
+
+def real_archive(out: str, n_images: int, shards: int) -> int:
+    """../shared/nih-sample repeated into `shards` tar.gz shards under `out` (a temporary directory) until it
+    holds >= n_images images, each copy under its own NIH-style id. Returns the number of images."""
+    blobs = [p.read_bytes() for p in sorted(SAMPLE.glob("*.png"))]
+    copies = -(-n_images // len(blobs))
+    names = [(f"{k:04d}{j:04d}_000.png", data) for k in range(copies) for j, data in enumerate(blobs)]
+    os.makedirs(out, exist_ok=True)
+    for k in range(shards):
+        with tarfile.open(os.path.join(out, f"images_{k + 1:03d}.tar.gz"), "w:gz", compresslevel=1) as tar:
+            for name, data in names[k * len(names) // shards : (k + 1) * len(names) // shards]:
+                info = tarfile.TarInfo(f"images/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return len(names)
 
 
 def inference_cost(model: str, pixels: list[np.ndarray], rounds: int = 3) -> tuple[float, dict]:
@@ -128,15 +166,17 @@ class PeakMemory(Poller):
         return [max(self.samples[k * n // 4 : max((k + 1) * n // 4, k * n // 4 + 1)] or [0]) for k in range(4)]
 
 
-def tilescope_run(archive: str, model: str, out: str, cfg: dict,
-                  sample_memory: bool) -> tuple[score.ScoreSummary, PeakMemory | None]:
+def tilescope_run(archive: str, model: str, out: str, cfg: dict, sample_memory: bool,
+                  legacy: bool = False) -> tuple[score.ScoreSummary, PeakMemory | None]:
     """One scoring run on a fresh local Ray. Throughput is timed in runs without the memory sampler: reading
     smaps_rollup of ~20 Ray processes walks their page tables (the object store is mapped into each), and
     py-spy showed that sampler taking ~9% of a core of the 2 the pipeline runs on."""
     import ray
 
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _system_config=local_system_config(cpus))
+    with png_decoder(legacy):  # Ray's local workers inherit the driver's environment at start
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 _system_config=local_system_config(cpus))
     try:
         if not sample_memory:
             return score.run(score.ScoreConfig(archive=archive, model=model, out=out, **cfg)), None
@@ -192,7 +232,14 @@ def main() -> None:
     parser.add_argument("--decode-sample", type=int, default=800, help="images timed for d")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--baseline-images", type=int, default=320)
+    parser.add_argument("--real-images", type=int, default=2016,
+                        help="real NIH PNGs (the sample repeated) in the real archive (10x its small one)")
+    parser.add_argument("--no-real", action="store_true", help="skip the real-image archive (issue 16)")
+    parser.add_argument("--no-legacy", action="store_true",
+                        help="skip the runs with the PNG decoder before issue 16 (TILESCOPE_PNG_DECODER=legacy)")
     args = parser.parse_args()
+    if not args.no_real and not SAMPLE.is_dir():
+        raise SystemExit(f"{SAMPLE} not found: pass --no-real, or provide the real NIH sample")
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         big, small_archive = os.path.join(tmp, "big"), os.path.join(tmp, "small")
@@ -227,6 +274,28 @@ def main() -> None:
         default_name = next(iter(configs))
         peak_big, peak_small = runs[default_name][1], small_peaks[default_name]
         baseline = pytorch_baseline(big, args.baseline_images)
+        # Issue 16: real PNGs beside synthetic ones, and the PNG decoder before issue 16 in the same run.
+        default_cfg = configs[default_name]
+        timed = {"synthetic": (big, small_archive, args.images, d, baseline, runs[default_name][0],
+                               marginal[default_name])}
+        if not args.no_real:
+            real_big, real_small = os.path.join(tmp, "real"), os.path.join(tmp, "real-small")
+            n_real = real_archive(real_big, args.real_images, args.shards)
+            real_archive(real_small, args.real_images // 10, args.shards)
+            d_real, _ = decode_cost(real_big, args.decode_sample)
+            big_run, _ = tilescope_run(real_big, model, os.path.join(tmp, "out-real"), default_cfg, False)
+            small_run, _ = tilescope_run(real_small, model, os.path.join(tmp, "out-real-small"), default_cfg, False)
+            timed["real"] = (real_big, real_small, n_real, d_real, pytorch_baseline(real_big, args.baseline_images),
+                             big_run.scored_now / big_run.stream_seconds,
+                             (big_run.scored_now - small_run.scored_now)
+                             / (big_run.stream_seconds - small_run.stream_seconds))
+        legacy = {}
+        if not args.no_legacy:
+            for kind, (arch, _, _, _, _, _, _) in timed.items():
+                d_old, _ = decode_cost(arch, args.decode_sample, legacy=True)
+                old_run, _ = tilescope_run(arch, model, os.path.join(tmp, f"out-legacy-{kind}"), default_cfg, False,
+                                           legacy=True)
+                legacy[kind] = (d_old, old_run.scored_now / old_run.stream_seconds)
     eff = t_best * (d + i) / cores
     growth = peak_big / peak_small - 1.0
     run_rows = "\n".join(
@@ -238,7 +307,8 @@ def main() -> None:
     md = f"""## Bulk scoring (issue 3)
 
 Command: `.venv/bin/python -m bench.scoring --images {args.images} --shards {args.shards}\
-{' --compare-uncapped' if args.compare_uncapped else ''}`
+{' --compare-uncapped' if args.compare_uncapped else ''}{' --no-real' if args.no_real else f' --real-images {args.real_images}'}\
+{' --no-legacy' if args.no_legacy else ''}`
 Machine: {machine_line()}.
 Archive: {args.images} synthetic 1024x1024 8-bit PNGs in {args.shards} tar.gz shards; model: DenseNet-121 INT8
 (NNCF, 224x224, uint8 input).
@@ -271,10 +341,32 @@ alternating order):
 |---|---|
 {setting_rows}
 """
+    rows16 = []
+    for kind, (_, _, n, d_k, base_k, t_k, t_marginal) in timed.items():
+        d_old, t_old = legacy.get(kind, (float("nan"), float("nan")))
+        rows16.append(
+            f"| {kind} ({n} images) | {d_k * 1000:.1f} | {d_old * 1000:.1f} | {i * 1000:.1f} | {t_k:.1f} | "
+            f"{t_old:.1f} | {t_k / t_old:.2f}x | {t_k * (d_k + i) / cores:.2f} | {t_marginal * (d_k + i) / cores:.2f} | "
+            f"{base_k:.1f} | {t_k / base_k:.2f}x |")
+    bound = "inference" if i > max(v[3] for v in timed.values()) else "decode"
+    md += f"""
+Real NIH PNGs beside synthetic ones (issue 16): the real archive is ../shared/nih-sample repeated into
+{args.shards} tar.gz shards in a temporary directory; "before" is the PNG decoder before issue 16
+(`TILESCOPE_PNG_DECODER=legacy`: Pillow) in the same run, same model and settings ({default_name}).
+
+| archive | d ms | d before ms | i ms | T images/s | T before | T / T before (target >= 1.3x) | efficiency | efficiency once running (target >= 0.9) | PyTorch images/s | T / PyTorch |
+|---|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows16)}
+
+Per image here, {bound} dominates: i = {i * 1000:.1f} core-ms against d = {' / '.join(f'{v[3] * 1000:.1f}' for v in timed.values())}
+core-ms ({' / '.join(timed)}); T can grow by at most (d_before + i) / (d + i) from a faster decoder.
+"""
     write_section("scoring", md)
     print(md)
     print(json.dumps({"d": d, "i": i, "T": t_best, "eff": eff, "eff_marginal": eff_marginal, "baseline": baseline,
-                      "growth": growth, "quarters": quarters}))
+                      "growth": growth, "quarters": quarters, "legacy": legacy,
+                      "archives": {k: {"d": v[3], "T": v[5], "T_marginal": v[6], "pytorch": v[4]}
+                                   for k, v in timed.items()}}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from storage.fs import Location, StorageError, resolve, uri_of
+from storage.gzip_members import GzipMembers, inflater_module
 
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -157,12 +158,13 @@ class _EndMarkerTarInfo(tarfile.TarInfo):
 
 def _iter_tar(shard: Shard, endpoint: str | None) -> Iterator[Member]:
     loc = resolve(shard.uri, endpoint)
-    mode = "r|gz" if shard.kind == "tar.gz" else "r|"
     count = 0  # members yielded so far
     try:
         with (
             loc.fs.open_input_stream(loc.path, compression=None) as raw,
-            tarfile.open(fileobj=raw, mode=mode, tarinfo=_EndMarkerTarInfo) as tar,
+            # Every gzip member, not only the first (tarfile's 'r|gz' stops there): storage/gzip_members.py.
+            tarfile.open(fileobj=GzipMembers(raw, inflater_module()) if shard.kind == "tar.gz" else raw,
+                         mode="r|", tarinfo=_EndMarkerTarInfo) as tar,
         ):
             for info in tar:
                 if info.isdir():

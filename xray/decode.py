@@ -3,27 +3,54 @@
 Canonical form: 8-bit grayscale, (H, W) uint8. The NIH archive is mostly 8-bit 'L' 1024x1024 PNG but also
 holds RGBA PNGs and other sizes/depths; all of them end here as one shape of array.
 
-Decoding is the hot path of bulk scoring (a real NIH PNG costs ~20 ms, zlib-bound, about twice the INT8
-inference), so the resize to the model's input is done inside PIL on the decoded image before any numpy
-conversion: `Image.reduce` (integer box filter, cheap) first, then one bilinear resize.
+Decoding is the hot path of bulk scoring (about half the per-image cost beside INT8 inference on a Xeon), so
+PNGs take a path of their own (docs/BENCHMARKS.md, "PNG decode"): xray.png reads the chunks strictly (every
+CRC, the zlib checksum, the exact inflated size) and inflates with libdeflate, and xray.png_unfilter undoes
+the row filters in compiled code. The pixels are Pillow's, byte for byte: non-grey modes go through Pillow's
+own raw unpacker with the rawmode its PNG plugin uses. Palette, 1/2/4-bit and interlaced PNGs, APNGs, JPEG
+bytes, and every PNG when numba is missing, are decoded by Pillow as before, after the same strict checks.
+
+The resize to the model's input (`resize_gray`) is the one preprocessing step shared by train, quantize's
+calibration and score: `Image.reduce` (integer box filter, cheap) first, then one bilinear resize.
+
+Error reasons are deterministic: they never contain input bytes (the magic-number check shows hex) or
+object addresses.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import time
 import warnings
 
 import numpy as np
 from PIL import Image, ImageFile
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from xray import png_unfilter
+from xray.png import PNG_MAGIC, PngDataError, PngHeaderError, inflate, read_chunks, read_header
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 # 2x a 1024x1024 NIH image would be 2 Mpx; 40 Mpx admits any real radiograph and stops decompression bombs.
 DEFAULT_MAX_PIXELS = 40_000_000
+HEADER, DATA = "unreadable image header", "corrupt or truncated image data"
+# TILESCOPE_PNG_DECODER=legacy decodes PNGs as before issue 16 (Pillow alone, without the CRC/adler32 checks of
+# xray/png.py): the baseline bench.scoring compares against, in the same run. Anything else: the default path.
+DECODER_ENV = "TILESCOPE_PNG_DECODER"
 
 # A truncated PNG must raise, never decode into a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# (bit depth, colour type) -> (mode, rawmode) exactly as Pillow's PNG plugin reads them (PngImagePlugin._MODES):
+# the fast path hands unfiltered rows to Pillow's raw unpacker with the same rawmode.
+_FAST_MODES = {
+    (8, 0): ("L", "L"), (16, 0): ("I;16", "I;16B"), (8, 2): ("RGB", "RGB"), (16, 2): ("RGB", "RGB;16B"),
+    (8, 4): ("LA", "LA"), (16, 4): ("RGBA", "LA;16B"), (8, 6): ("RGBA", "RGBA"), (16, 6): ("RGBA", "RGBA;16B"),
+}
+_ADDRESS = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+_BYTES_LITERAL = re.compile(r"""b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*\"""")
+_HEX_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 
 
 class DecodeError(ValueError):
@@ -38,11 +65,25 @@ def sniff_format(data: bytes) -> str:
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
-    raise DecodeError(f"not a PNG or JPEG (first bytes {data[:8]!r})")
+    raise DecodeError(f"not a PNG or JPEG (first bytes {bytes(data[:8]).hex()})")
 
 
-def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
-    sniff_format(data)
+def describe(exc: BaseException) -> str:
+    """An exception's message with no input bytes and no object addresses in it (Pillow's messages can hold
+    both: `cannot identify image file <_io.BytesIO object at 0x7f...>`, `broken PNG file (chunk b'...')`)."""
+    text = _HEX_ADDRESS.sub("0x?", _BYTES_LITERAL.sub("<bytes>", _ADDRESS.sub("", str(exc)))).strip()
+    return text or type(exc).__name__
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} "
+            "(decompression bomb?)"
+        )
+
+
+def _pillow_open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # PIL warns (and errors past 2x its own limit) on big images: our own limit below decides.
@@ -50,15 +91,22 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
             img = Image.open(io.BytesIO(data))
             width, height = img.size
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image exceeds the pixel limit ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"unreadable image header: {exc}") from exc
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} "
-            "(decompression bomb?)"
-        )
+        raise DecodeError(f"image exceeds the pixel limit ({describe(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure of Pillow's parser is this image's error
+        raise DecodeError(f"{HEADER}: {describe(exc)}") from exc
+    _check_pixels(width, height, max_pixels)
     return img
+
+
+def _pillow_gray(data: bytes, max_pixels: int) -> Image.Image:
+    img = _pillow_open(data, max_pixels)
+    try:
+        img.load()
+        return _to_gray8(img)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure of Pillow's decoder is this image's error
+        raise DecodeError(f"{DATA}: {describe(exc)}") from exc
 
 
 def _to_gray8(img: Image.Image) -> Image.Image:
@@ -78,39 +126,73 @@ def _to_gray8(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
+def _png_gray(data: bytes, max_pixels: int) -> Image.Image:
+    """PNG bytes -> 'L' image: strict chunk checks, then the fast path or Pillow."""
+    try:
+        header = read_header(data)
+    except PngHeaderError as exc:
+        raise DecodeError(f"{HEADER}: {exc}") from None
+    _check_pixels(header.width, header.height, max_pixels)
+    try:
+        layout = read_chunks(data, header)
+        raw = inflate(layout)  # on the Pillow path too: Pillow never checks the zlib checksum
+        modes = _FAST_MODES.get((header.bit_depth, header.color_type))
+        if modes is None or header.interlaced or layout.animated or not png_unfilter.AVAILABLE:
+            return _pillow_gray(data, max_pixels)
+        rows = png_unfilter.unfilter(raw, header.height, header.row_bytes, header.bytes_per_pixel)
+    except (PngDataError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"{DATA}: {exc}") from None
+    size = (header.width, header.height)
+    mode, rawmode = modes
+    return _to_gray8(Image.frombuffer(mode, size, rows, "raw", rawmode, 0, 1))
+
+
+def _gray(data: bytes, max_pixels: int) -> Image.Image:
+    if sniff_format(data) == "png" and os.environ.get(DECODER_ENV) != "legacy":
+        return _png_gray(data, max_pixels)
+    return _pillow_gray(data, max_pixels)
+
+
+def resize_gray(gray: Image.Image, size: int) -> np.ndarray:
+    """'L' image -> (size, size) uint8: the model's input, identical for train, calibration and score.
+
+    Reduce by the largest integer factor that keeps both sides >= size (box filter), then one bilinear
+    resize. Non-square images are resized without keeping the aspect ratio, as in the CheXNet evaluation.
+    """
+    factor = min(gray.size) // size
+    if factor >= 2:
+        gray = gray.reduce(factor)
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
 def decode_gray8(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """bytes -> (H, W) uint8 at the image's own size. Raises DecodeError with the reason."""
-    img = _open_checked(data, max_pixels)
-    try:
-        img.load()
-        gray = _to_gray8(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"corrupt or truncated image data: {exc}") from exc
-    return np.asarray(gray, dtype=np.uint8)
+    return np.asarray(_gray(data, max_pixels), dtype=np.uint8)
 
 
 def image_dimensions(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """bytes -> (width, height) from the header alone (bounding boxes are in these pixels)."""
-    return _open_checked(data, max_pixels).size
+    if sniff_format(data) == "png":
+        try:
+            header = read_header(data)
+        except PngHeaderError as exc:
+            raise DecodeError(f"{HEADER}: {exc}") from None
+        _check_pixels(header.width, header.height, max_pixels)
+        return header.width, header.height
+    return _pillow_open(data, max_pixels).size
 
 
 def decode_resized(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """bytes -> (size, size) uint8 grayscale, the model's input. Raises DecodeError with the reason.
-
-    Non-square images are resized without keeping the aspect ratio, as in the CheXNet evaluation.
-    """
-    img = _open_checked(data, max_pixels)
+    """bytes -> (size, size) uint8 grayscale, the model's input. Raises DecodeError with the reason."""
+    gray = _gray(data, max_pixels)
     try:
-        img.load()
-        gray = _to_gray8(img)
-        factor = min(gray.size) // size
-        if factor >= 2:
-            gray = gray.reduce(factor)
-        if gray.size != (size, size):
-            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"corrupt or truncated image data: {exc}") from exc
-    return np.asarray(gray, dtype=np.uint8)
+        return resize_gray(gray, size)
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"{DATA}: {describe(exc)}") from exc
 
 
 def decode_many(

@@ -6,14 +6,19 @@ Fixtures are tar / tar.gz files built in memory with tarfile and written into tm
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import os
+import shutil
+import subprocess
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
 
 import storage.archives as archives
+import storage.gzip_members as gzip_members
 from storage.archives import Member, Shard, iter_members, list_shards, unsafe_member_reason
 from storage.fs import StorageError
 
@@ -269,7 +274,7 @@ def test_oversized_member_becomes_an_error_and_the_next_one_is_still_read(tmp_pa
     assert got[1].error == "member is 1001 bytes, above the 1000 byte limit"
 
 
-def test_tar_gz_truncated_at_half_yields_the_members_before_and_one_error(tmp_path, no_extraction):
+def test_tar_gz_truncated_at_half_yields_the_members_before_and_one_error(tmp_path, no_extraction, inflater):
     members = images(10)
     data = tar_bytes(members, gz=True)
     write(tmp_path / "images_003.tar.gz", data[: len(data) // 2])
@@ -286,7 +291,7 @@ def test_tar_gz_truncated_at_half_yields_the_members_before_and_one_error(tmp_pa
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_every_truncation_point_is_reported(tmp_path, gz):
+def test_every_truncation_point_is_reported(tmp_path, gz, inflater):
     """Wherever a shard is cut, either all members come back or the last one is an error: none is lost
     silently. (tarfile's stream mode ends quietly at a missing or garbled header.)"""
     members = images(4, start=20)
@@ -311,7 +316,7 @@ def test_every_truncation_point_is_reported(tmp_path, gz):
         assert f"unreadable after {len(got) - 1} members" in got[-1].error, f"cut at {cut}"
 
 
-def test_garbage_shard_yields_one_error_member(tmp_path):
+def test_garbage_shard_yields_one_error_member(tmp_path, inflater):
     write(tmp_path / "bad.tar.gz", b"this is not gzip data at all" * 10)
     write(tmp_path / "empty.tar", b"")
     got = [m for s in list_shards(str(tmp_path)) for m in iter_members(s)]
@@ -350,3 +355,118 @@ def test_garbled_header_mid_archive_is_reported(tmp_path):
     assert [m.data for m in got[:1]] == [payload(0)]
     assert len(got) == 2
     assert "unreadable after 1 members" in got[1].error
+
+
+# ---- gzip members (storage/gzip_members.py) -----------------------------------------------------------------
+
+INFLATERS = [name for name in gzip_members.INFLATERS if importlib.util.find_spec(
+    gzip_members.INFLATERS[name].split(".")[0]) is not None]
+
+
+@pytest.fixture(params=INFLATERS)
+def inflater(request, monkeypatch):
+    """Each gzip inflater the machine has: every shard must read the same with each."""
+    monkeypatch.setattr(gzip_members, "DEFAULT_INFLATER", request.param)
+    return request.param
+
+
+def multi_member(plain: bytes, cuts: list[int], padding: bytes = b"") -> bytes:
+    """The tar bytes gzip-compressed as one member per piece between cuts (as pigz -i / bgzip / cat write)."""
+    edges = [0, *cuts, len(plain)]
+    return padding.join(gzip.compress(plain[a:b], mtime=0) for a, b in zip(edges, edges[1:], strict=False))
+
+
+def test_inflater_default_and_unknown():
+    assert gzip_members.inflater_module("zlib") is zlib
+    with pytest.raises(ValueError, match="unknown gzip inflater 'brotli'"):
+        gzip_members.inflater_module("brotli")
+
+
+def test_multi_member_gzip_shard_is_read_whole(tmp_path, inflater, no_extraction):
+    members = images(6)
+    plain = tar_bytes(members, gz=False)
+    # Cuts inside headers, inside member data and on block boundaries: members do not align with tar members.
+    data = multi_member(plain, [100, 512 + 1500, 3 * 3584, 3 * 3584 + 7000])
+    path = write(tmp_path / "images_001.tar.gz", data)
+    if shutil.which("tar"):  # the file is valid gzip: GNU tar lists every member
+        listing = subprocess.run(["tar", "tzf", path], capture_output=True, text=True, check=True).stdout.split()
+        assert listing == [name for name, _ in members]
+    got = list(iter_members(list_shards(path)[0]))
+    assert got == [Member(f"{i:08d}_000.png", f"images_001.tar.gz:images/{i:08d}_000.png", payload(i))
+                   for i in range(6)]
+
+
+def test_zero_padding_between_and_after_members_is_skipped(tmp_path, inflater):
+    plain = tar_bytes(images(3), gz=False)
+    data = multi_member(plain, [2000], padding=b"\0" * 700) + b"\0" * 1024
+    got = list(iter_members(Shard("s.tar.gz", write(tmp_path / "s.tar.gz", data), "tar.gz")))
+    assert [m.data for m in got] == [payload(i) for i in range(3)]
+    assert all(m.error is None for m in got)
+
+
+def test_every_cut_of_a_multi_member_shard_is_reported(tmp_path, inflater):
+    """Truncated anywhere, a multi-member shard gives its readable members and then one error, as a
+    single-member shard does: with every inflater alike."""
+    members = images(3, start=40)
+    data = multi_member(tar_bytes(members, gz=False), [1000, 4500, 8000])
+    path = tmp_path / "s.tar.gz"
+    for cut in range(1, len(data), 97):
+        write(path, data[:cut])
+        got = list(iter_members(Shard("s.tar.gz", str(path), "tar.gz")))
+        errors = [m for m in got if m.error is not None]
+        if len(got) == 3 and not errors:
+            assert cut > len(data) - 1024, cut  # only end-of-archive padding was cut off, as with one member
+            continue
+        assert errors == [got[-1]], f"cut at {cut}: {[(m.image_id, m.error) for m in got]}"
+        assert [m.data for m in got[:-1]] == [d for _, d in members[: len(got) - 1]], f"cut at {cut}"
+        assert got[-1].error.startswith(f"shard s.tar.gz unreadable after {len(got) - 1} members: "), cut
+
+
+def test_cut_inside_a_member_names_the_gzip_member(tmp_path, inflater):
+    data = multi_member(tar_bytes(images(4), gz=False), [5000])
+    path = write(tmp_path / "s.tar.gz", data[: len(data) - 300])
+    got = list(iter_members(Shard("s.tar.gz", path, "tar.gz")))
+    assert got[-1].error.endswith("EOFError: gzip data ends inside member 2 (cut off)")
+
+
+def test_garbage_after_a_gzip_member_is_an_error_after_its_members(tmp_path, inflater):
+    plain = tar_bytes(images(2), gz=False)
+    data = gzip.compress(plain[:4000], mtime=0) + b"this is not gzip" + gzip.compress(plain[4000:], mtime=0)
+    got = list(iter_members(Shard("s.tar.gz", write(tmp_path / "s.tar.gz", data), "tar.gz")))
+    assert [m.data for m in got[:-1]] == [payload(0)]
+    assert got[-1].error == ("shard s.tar.gz unreadable after 1 members: ReadError: bytes after gzip member 1 "
+                             "are not gzip data")
+
+
+def test_wrong_gzip_crc_is_an_error(tmp_path, inflater):
+    data = bytearray(gzip.compress(tar_bytes(images(2), gz=False), mtime=0))
+    data[-8] ^= 0x01  # the member's CRC-32 trailer
+    got = list(iter_members(Shard("s.tar.gz", write(tmp_path / "s.tar.gz", bytes(data)), "tar.gz")))
+    assert got[-1].data is None
+    assert "ReadError: corrupt gzip data in member 1" in got[-1].error
+    assert all(m.error is None for m in got[:-1])
+
+
+def test_empty_tar_gz_is_an_error(tmp_path, inflater):
+    got = list(iter_members(Shard("e.tar.gz", write(tmp_path / "e.tar.gz", b""), "tar.gz")))
+    assert [(m.image_id, m.error) for m in got] == [
+        ("e.tar.gz", "shard e.tar.gz unreadable after 0 members: ReadError: empty file (no gzip data)")]
+
+
+@pytest.mark.skipif(shutil.which("pigz") is None, reason="pigz is not installed")
+def test_shards_written_by_pigz(tmp_path):
+    """pigz -i (independent blocks, one member) and two pigz outputs appended (two members), as parallel
+    archivers write them: every image comes back, and `tar tzf` agrees."""
+    plain = tar_bytes(images(8), gz=False)
+    whole = write(tmp_path / "whole.tar", plain)
+    subprocess.run(["pigz", "-i", "-b", "32", "-k", whole], check=True)  # 32 KiB independent blocks
+    halves = [write(tmp_path / f"half{k}", part) for k, part in enumerate((plain[:10_000], plain[10_000:]))]
+    appended = tmp_path / "appended.tar.gz"
+    with open(appended, "wb") as out:
+        for half in halves:
+            out.write(subprocess.run(["pigz", "-c", half], check=True, capture_output=True).stdout)
+    for shard in (whole + ".gz", str(appended)):
+        got = list(iter_members(Shard("s.tar.gz", shard, "tar.gz")))
+        assert [m.data for m in got] == [payload(i) for i in range(8)], shard
+        listing = subprocess.run(["tar", "tzf", shard], capture_output=True, text=True, check=True).stdout.split()
+        assert len(listing) == 8

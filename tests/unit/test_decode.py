@@ -6,17 +6,20 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from xray import decode
 from xray.decode import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
     decode_gray8,
     decode_many,
     decode_resized,
+    image_dimensions,
     sniff_format,
 )
 
@@ -162,7 +165,8 @@ def test_zero_bytes_is_empty():
 def test_garbage_is_not_a_png_or_jpeg():
     with pytest.raises(DecodeError, match="not a PNG or JPEG") as info:
         decode_gray8(b"hello")
-    assert "b'hello'" in str(info.value)  # the first bytes are shown for diagnosis
+    # The first bytes are shown for diagnosis, as hex: the only input bytes a reason ever carries.
+    assert str(info.value) == "not a PNG or JPEG (first bytes 68656c6c6f)"
 
 
 def test_other_image_format_is_refused():
@@ -335,3 +339,243 @@ def test_decode_many_empty_chunk():
     pixels, status, reasons, millis = decode_many([], [], 32)
     assert pixels.shape == (0, 1, 32, 32)
     assert status == [] and reasons == [] and millis.shape == (0,)
+
+
+# ---- the fast PNG path (xray/png.py, xray/png_unfilter.py) --------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "nih-sample"
+
+
+def pillow_gray(data: bytes) -> np.ndarray:
+    """Today's path: Pillow decodes, then the same conversion to 'L'."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return np.asarray(decode._to_gray8(img))
+
+
+def raw_png(rows: np.ndarray, depth: int, ctype: int, width: int, filters: list[int] | None = None) -> bytes:
+    """A PNG from unfiltered scanlines (H, row bytes) uint8, filter type 0 unless given per row."""
+    height = rows.shape[0]
+    ft = np.asarray(filters if filters is not None else [0] * height, dtype=np.uint8)
+    scan = np.concatenate([ft[:, None], rows], axis=1).tobytes()
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(scan)) + \
+        png_chunk(b"IEND", b"")
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/nih-sample (real NIH PNGs) is not present")
+def test_every_real_nih_png_decodes_to_pillows_pixels():
+    files = sorted(SAMPLE.glob("*.png"))
+    assert len(files) >= 40
+    for path in files:
+        data = path.read_bytes()
+        expected = pillow_gray(data)
+        np.testing.assert_array_equal(decode_gray8(data), expected, err_msg=path.name)
+        # and the model input: the same resize as before on the same pixels
+        np.testing.assert_array_equal(decode_resized(data, 224),
+                                      decode.resize_gray(Image.fromarray(expected), 224), err_msg=path.name)
+
+
+@pytest.mark.parametrize(("depth", "ctype", "channels"), [(8, 0, 1), (16, 0, 1), (8, 2, 3), (16, 2, 3), (8, 4, 2),
+                                                          (16, 4, 2), (8, 6, 4), (16, 6, 4)])
+def test_fast_path_matches_pillow_for_every_mode_and_filter(depth, ctype, channels):
+    rng = np.random.default_rng(depth * 10 + ctype)
+    width, height = 13, 11
+    row_bytes = width * channels * depth // 8
+    # Smooth rows filtered with every filter type in turn: unfilter arithmetic in all its branches.
+    smooth = np.cumsum(rng.integers(-3, 4, (height, row_bytes)), axis=1) % 256
+    data = filtered_png(smooth.astype(np.uint8), depth, ctype, width, channels * depth // 8, rng)
+    np.testing.assert_array_equal(decode_gray8(data), pillow_gray(data))
+
+
+def filtered_png(rows: np.ndarray, depth: int, ctype: int, width: int, bpp: int, rng) -> bytes:
+    """rows filtered with a random filter per row (the PNG spec's definitions, written out here)."""
+    h, n = rows.shape
+    x = rows.astype(np.int32)
+    out = np.zeros_like(x)
+    types = [int(t) for t in rng.integers(0, 5, h)]
+    for r, t in enumerate(types):
+        for i in range(n):
+            a = x[r, i - bpp] if i >= bpp else 0
+            b = x[r - 1, i] if r else 0
+            c = x[r - 1, i - bpp] if r and i >= bpp else 0
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else c
+            out[r, i] = (x[r, i] - (0, a, b, (a + b) // 2, paeth)[t]) % 256
+    return raw_png(out.astype(np.uint8), depth, ctype, width, types)
+
+
+def test_unfilter_rejects_bad_layouts_and_filter_types():
+    from xray.png_unfilter import unfilter
+
+    with pytest.raises(ValueError, match="image data has 9 bytes, expected 10"):
+        unfilter(bytes(9), 2, 4, 1)
+    with pytest.raises(ValueError, match="invalid scanline layout"):
+        unfilter(bytes(4), 2, 1, 2)
+    with pytest.raises(ValueError, match="invalid row filter type in row 1"):
+        unfilter(bytes([0, 1, 2, 5, 1, 2]), 2, 2, 1)
+    np.testing.assert_array_equal(unfilter(bytes([1, 1, 2, 2, 3, 3]), 2, 2, 1), [[1, 3], [4, 6]])
+
+
+def test_numba_missing_falls_back_to_pillow_with_the_same_checks(monkeypatch):
+    from xray import png_unfilter
+
+    arr = noise((40, 50), seed=20)
+    data = encode(Image.fromarray(arr))
+    fast = decode_gray8(data)
+    monkeypatch.setattr(png_unfilter, "AVAILABLE", False)
+    np.testing.assert_array_equal(decode_gray8(data), fast)
+    np.testing.assert_array_equal(fast, arr)
+    bad = bytearray(data)
+    bad[data.index(b"IEND") - 5] ^= 1  # IDAT's CRC: Pillow alone would decode this
+    with pytest.raises(DecodeError, match="CRC mismatch in chunk 2 \\(IDAT\\)"):
+        decode_gray8(bytes(bad))
+
+
+def test_damage_pillow_lets_through_is_an_error():
+    """Pillow skips IDAT's CRC and stops inflating once it has every pixel: both pass as 'ok' there."""
+    data = encode(Image.fromarray(noise((30, 30), seed=21)))
+    bad_crc = bytearray(data)
+    bad_crc[data.index(b"IEND") - 5] ^= 1
+    assert pillow_gray(bytes(bad_crc)).shape == (30, 30)
+    with pytest.raises(DecodeError, match="^corrupt or truncated image data: CRC mismatch in chunk 2 \\(IDAT\\)$"):
+        decode_resized(bytes(bad_crc), 16)
+    # the zlib checksum (adler32) in an IDAT chunk of its own, damaged, every CRC right
+    start, end = idat_span(data)
+    stream = bytearray(data[start:end])
+    stream[-2] ^= 4
+    bad_adler = data[:start - 8] + png_chunk(b"IDAT", bytes(stream[:-4])) + png_chunk(b"IDAT", bytes(stream[-4:])) \
+        + png_chunk(b"IEND", b"")
+    assert pillow_gray(bad_adler).shape == (30, 30)
+    with pytest.raises(DecodeError, match="^corrupt or truncated image data: image data fails its zlib checksum"):
+        decode_resized(bad_adler, 16)
+
+
+def test_chunk_structure_errors_name_the_cause():
+    data = encode(Image.fromarray(noise((20, 20), seed=22)))
+    start, end = idat_span(data)
+    ihdr, idat = data[:start - 8], data[start - 8 : end + 4]
+    text = png_chunk(b"tEXt", b"Comment\x00hello")
+    cases = {
+        "no IEND chunk": ihdr + idat,
+        "IDAT chunks are not consecutive": ihdr + idat + text + idat + png_chunk(b"IEND", b""),
+        "no image data": ihdr + text + png_chunk(b"IEND", b""),
+        "unknown critical chunk": ihdr + png_chunk(b"ABCD", b"") + idat + png_chunk(b"IEND", b""),
+        "CRC mismatch in chunk 3 \\(an unregistered chunk\\)": ihdr + idat + png_chunk(b"prIv", b"x")[:-1] + b"?" +
+        png_chunk(b"IEND", b""),
+        "CRC mismatch in chunk 3 \\(IEND\\)": ihdr + idat + png_chunk(b"IEND", b"")[:-1] + b"?",
+        "ends inside chunk 2": data[: start + 10],
+    }
+    for reason, bad in cases.items():
+        with pytest.raises(DecodeError, match=f"^corrupt or truncated image data: .*{reason}"):
+            decode_gray8(bad)
+    assert decode_gray8(ihdr + text + idat + png_chunk(b"IEND", b"") + b"trailing bytes").shape == (20, 20)
+
+
+def test_header_errors_name_the_cause():
+    base = png_with_header(10, 10)
+    bad_depth = bytearray(base)
+    bad_depth[24] = 3
+    cases = {
+        "IHDR chunk fails its CRC check": bytes(bad_depth),
+        "unsupported bit depth 3 with colour type 0": base[:8] + png_chunk(b"IHDR", bytes(bad_depth[16:29])) +
+        base[33:],
+        "first chunk is not IHDR": base[:8] + png_chunk(b"tEXt", b"a\x00b") + base[8:],
+        "ends inside its IHDR chunk": base[:20],
+    }
+    for reason, bad in cases.items():
+        with pytest.raises(DecodeError, match=f"^unreadable image header: .*{reason}"):
+            decode_gray8(bad)
+
+
+def test_reasons_carry_no_addresses_or_input_bytes():
+    # Pillow's own message here is "cannot identify image file <_io.BytesIO object at 0x7f...>".
+    with pytest.raises(DecodeError) as info:
+        decode_gray8(b"\xff\xd8\xff" + b"\x00garbage\xfe" * 4)
+    reason = str(info.value)
+    assert reason.startswith("unreadable image header: ")
+    assert "0x" not in reason and "object at" not in reason and "garbage" not in reason
+    assert decode.describe(OSError("cannot identify image file <_io.BytesIO object at 0x7f3a2b1c0d90>")) == \
+        "cannot identify image file"
+    assert decode.describe(SyntaxError("broken PNG file (chunk b'\\x00\\x01ab')")) == "broken PNG file (chunk <bytes>)"
+    assert decode.describe(ValueError("pointer 0x7ffd12345678 freed")) == "pointer 0x? freed"
+    assert decode.describe(ValueError("")) == "ValueError"
+
+
+def test_image_dimensions_from_the_png_header_alone(no_pixel_decoding):
+    assert image_dimensions(png_with_header(300, 200)) == (300, 200)
+    with pytest.raises(DecodeError, match="above the limit of 1000"):
+        image_dimensions(png_with_header(300, 200), max_pixels=1000)
+
+
+# ---- one preprocessing for train, quantize's calibration and score ------------------------------------------
+
+
+def test_train_calibration_and_score_get_identical_model_inputs(tmp_path):
+    """train and quantize read images through storage.image_sets.load_image_set, score through
+    jobs.score_stages.decode_chunk: the same bytes must give the same (N, 1, S, S) uint8 input in both."""
+    import ast
+    import tarfile
+
+    from jobs.score_stages import decode_chunk
+    from storage.image_sets import load_image_set
+    from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, ROWS, SHARD, SOURCE
+    from xray.synth import encode_png, synth_case
+
+    blobs = {f"{i:08d}_000.png": encode_png(synth_case(i, seed=4, size=300).image) for i in range(3)}
+    blobs["00000010_000.png"] = encode(Image.fromarray(noise((90, 70, 4), seed=23), mode="RGBA"))
+    blobs["00000011_000.png"] = encode(Image.fromarray(noise((50, 64), seed=24).astype(np.uint16) * 257))
+    if SAMPLE.is_dir():
+        for path in sorted(SAMPLE.glob("*.png"))[:2]:
+            blobs[path.name] = path.read_bytes()
+    with tarfile.open(tmp_path / "images_001.tar.gz", "w:gz") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(f"images/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for size in (224, 64):
+        train = load_image_set(str(tmp_path), None, size)
+        assert train.ids == tuple(sorted(blobs)) and not train.errors
+        n = len(blobs)
+        batch = {IMAGE_ID: np.array(list(train.ids), dtype=object), SOURCE: np.array(list(train.ids), dtype=object),
+                 SHARD: np.array(["s"] * n, dtype=object), CHUNK: np.zeros(n, np.int64), LAST: np.ones(n, bool),
+                 ROWS: np.full(n, n), DATA: np.array([blobs[i] for i in train.ids], dtype=object),
+                 ERROR: np.array([None] * n, dtype=object)}
+        scored = decode_chunk(batch, size, DEFAULT_MAX_PIXELS)
+        assert list(scored["status"]) == ["ok"] * n
+        np.testing.assert_array_equal(scored["pixels"], train.pixels)
+    root = Path(__file__).resolve().parents[2]
+    for job in ("train", "quantize"):  # both jobs take their pixels from load_image_set, nothing else
+        tree = ast.parse((root / "jobs" / f"{job}.py").read_text())
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "load_image_set" in calls and "decode_resized" not in calls, job
+
+
+def test_legacy_switch_decodes_as_before_issue_16(monkeypatch):
+    """TILESCOPE_PNG_DECODER=legacy (bench.scoring's baseline): Pillow alone, which lets a bad IDAT CRC pass."""
+    data = encode(Image.fromarray(noise((30, 30), seed=25)))
+    bad = bytearray(data)
+    bad[data.index(b"IEND") - 5] ^= 1
+    monkeypatch.setenv(decode.DECODER_ENV, "legacy")
+    np.testing.assert_array_equal(decode_gray8(bytes(bad)), noise((30, 30), seed=25))
+    monkeypatch.delenv(decode.DECODER_ENV)
+    with pytest.raises(DecodeError, match="CRC mismatch"):
+        decode_gray8(bytes(bad))
+
+
+@pytest.mark.parametrize(("width", "height"), [(13, 11), (1, 1), (3, 9), (16, 16)])
+def test_interlaced_png_goes_through_pillow_after_the_exact_size_check(width, height):
+    """Adam7 written out here (Pillow cannot write it): the inflated size check must count every pass."""
+    img = noise((height, width), seed=26)
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    scan = b"".join(b"\x00" + img[y, x0::dx].tobytes() for x0, y0, dx, dy in passes
+                    for y in range(y0, height, dy) if x0 < width)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(scan)) + \
+        png_chunk(b"IEND", b"")
+    np.testing.assert_array_equal(decode_gray8(data), img)
+    short = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(scan[:-1])) + \
+        png_chunk(b"IEND", b"")
+    with pytest.raises(DecodeError, match="inflates to|truncated"):
+        decode_gray8(short)

@@ -16,6 +16,7 @@ from xray.labels import LABELS
 from xray.metadata import entries_by_image, parse_bbox_list, parse_data_entry, parse_split_list
 from xray.synth import (
     PAINTERS,
+    REAL_FILTER_MIX,
     SMALL_FINDINGS,
     _anatomy,
     _background,
@@ -240,3 +241,59 @@ def test_main_prints_a_one_line_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--out", str(tmp_path), "--n-images", "12", "--size", "48", "--shards", "1"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("synth: 12 images of 4 patients") and "\n" not in out
+
+
+# ---- PNGs that decode like NIH's (issue 16) -----------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "nih-sample"
+FILTERS = ("None", "Sub", "Up", "Average", "Paeth")
+
+
+def png_profile(data: bytes) -> collections.Counter:
+    """Row filter types of an 8-bit grey PNG, by name; and its IDAT chunk sizes under 'idat:<n>'."""
+    import struct
+    import zlib
+
+    pos, idat, sizes, height = 8, [], collections.Counter(), 0
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IHDR":
+            height = struct.unpack_from(">I", data, pos + 12)[0]
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+            sizes[f"idat:{length}"] += 1
+        pos += 12 + length
+    raw = zlib.decompress(b"".join(idat))
+    stride = len(raw) // height
+    return collections.Counter(FILTERS[raw[r * stride]] for r in range(height)) + sizes
+
+
+def shares(profile: collections.Counter) -> dict[str, float]:
+    rows = sum(profile[f] for f in FILTERS)
+    return {f: profile[f] / rows for f in FILTERS}
+
+
+def test_synthetic_pngs_have_the_real_filter_mix_and_size() -> None:
+    blobs = [encode_png(synth_case(i, seed=1, size=1024).image) for i in range(3)]
+    mean_kb = sum(map(len, blobs)) / len(blobs) / 1000
+    assert 340 <= mean_kb <= 480, mean_kb  # NIH's 8-bit PNGs: ~410 KB (was ~620 KB before issue 16)
+    profile = sum((png_profile(b) for b in blobs), collections.Counter())
+    got = shares(profile)
+    real_total = sum(REAL_FILTER_MIX)
+    for name, count in zip(FILTERS, REAL_FILTER_MIX, strict=True):
+        assert abs(got[name] - count / real_total) < 0.05, (name, got)
+    assert got["Average"] + got["Paeth"] > 0.85  # the one-byte-at-a-time filters dominate, as in real files
+    assert profile["idat:8192"] >= 3 * 40  # 8 KiB IDAT chunks, as NIH's
+    for blob, i in zip(blobs, range(3), strict=True):  # still exactly the image
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(blob))), synth_case(i, 1, 1024).image)
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/nih-sample (real NIH PNGs) is not present")
+def test_real_sample_filter_mix_is_the_one_synth_copies() -> None:
+    grey = [p.read_bytes() for p in sorted(SAMPLE.glob("*.png"))]
+    grey = [b for b in grey if b[25] == 0]  # colour type 0: the 8-bit grey ones
+    profile = sum((png_profile(b) for b in grey), collections.Counter())
+    assert tuple(profile[f] for f in FILTERS) == REAL_FILTER_MIX
+    real_kb = sum(map(len, grey)) / len(grey) / 1000
+    synth_kb = sum(len(encode_png(synth_case(i, seed=1, size=1024).image)) for i in range(2)) / 2000
+    assert abs(synth_kb / real_kb - 1) < 0.15, (synth_kb, real_kb)
