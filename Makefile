@@ -1,4 +1,6 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both create or refresh .venv first.
+# The two set-up commands of the README: `make demo` and `make test`. Both create or refresh .venv first, with the
+# [train] and [dev] extras (the demo trains; the tests cover every job). A score/report-only install is the base
+# package alone: `pip install dist/tilescope-<version>-py3-none-any.whl` (README, Set-up).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,8 +35,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
-# dist/tilescope-<version>-py3-none-any.whl, which cluster.yaml and deploy/kuberay/Dockerfile install.
+# dist/tilescope-<version>-py3-none-any.whl, which cluster.yaml and deploy/kuberay/Dockerfile install. build/ goes
+# first: setuptools would otherwise pack modules left there by an earlier build and since deleted.
 wheel: $(STAMP)
+	rm -rf build
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 clean:

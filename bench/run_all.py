@@ -1,7 +1,7 @@
 """Every benchmark, one after the other (never two at once: they time the same cores), each writing its own
 section of docs/BENCHMARKS.md.
 
-    make bench        (or: .venv/bin/python -m bench.run_all; about 65 minutes on 2 cores)
+    make bench        (or: .venv/bin/python -m bench.run_all; about 80 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.core_scaling", "bench.inference", "bench.scoring", "bench.worker_reuse", "bench.tiles")
+BENCHMARKS = ("bench.core_scaling", "bench.inference", "bench.decode", "bench.scoring", "bench.worker_reuse", "bench.tiles",
+              "bench.install_footprint", "bench.report")
 
 
 def main() -> int:

@@ -1,6 +1,9 @@
 """Submit a tilescope job to a Ray cluster through Ray's Job Submission API, or resume a failed one.
 
-The project directory is uploaded as the job's working_dir and the entrypoint is `python -m jobs.JOB ...`.
+What runs is the client's own code, never a node's install: run from a checkout, the checkout is uploaded as
+the job's working_dir; run from an installed package (a wheel), its four packages (jobs, actors, storage, xray)
+are shipped as the job's py_modules, never site-packages. The entrypoint is `python -m jobs.JOB ...`; the
+client's version and commit travel in the job's environment, so the manifests the job writes record them.
 The submission id is the run id: the job's --run-id if given, else `<job>-<sha12 of the job and its flags>`,
 so one command is one run (submitting it again while that run exists is refused). Jobs that take --run-id
 (score) are given it, so the rows they write carry the submission's id. `--resume RUN_ID` submits a FAILED or
@@ -21,7 +24,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -35,9 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from jobs.cli import config_from_args, parser_for, require_valid
+from jobs import provenance
+from jobs.cli import COMMON_FLAGS, config_from_args, parser_for, require_valid
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = provenance.PACKAGE_ROOT
+"""A checkout (pyproject.toml beside jobs/), or site-packages when tilescope is installed from its wheel."""
+PACKAGES = ("jobs", "actors", "storage", "xray")
+"""What an installed tilescope ships as the job's py_modules (pyproject.toml's [tool.setuptools] packages)."""
 # Uploaded with every job: the code. Not the virtualenv, outputs, caches, VCS data, wheels, tests or benchmarks
 # (Ray also honours .gitignore; these are listed so that an unusual .gitignore cannot ship gigabytes).
 WORKING_DIR_EXCLUDES = (".venv", ".git", "runs", ".cache", "dist", "build", "tests", "bench", "*.egg-info",
@@ -63,8 +69,9 @@ class SubmitConfig:
     """Run id of a FAILED or STOPPED run to submit again under the same run id; it skips finished work."""
     follow: bool = False
     """Stream the job's logs until it ends; exit 0 only if it SUCCEEDED."""
-    working_dir: str = str(PROJECT_ROOT)
-    """Project directory uploaded as the job's working_dir (.venv, .git, runs/, tests/ and caches left out)."""
+    working_dir: str | None = None
+    """Checkout uploaded as the job's working_dir (.venv, .git, runs/, tests/ and caches left out); default: this
+    checkout when run from one, else the installed package is shipped as py_modules."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,18 @@ def job_fields(module: str) -> frozenset[str]:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ValueError(f"job module {module} not found under {PROJECT_ROOT}")
-    for node in ast.parse(Path(spec.origin).read_text()).body:
+    body = ast.parse(Path(spec.origin).read_text()).body
+    # Besides the fields: the options every job takes (--config, --print-config, --verbose) and the old
+    # spellings a job still accepts (its module-level FLAG_ALIASES, old name -> field; see jobs/cli.py).
+    extra = set(COMMON_FLAGS)
+    for node in body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "FLAG_ALIASES" for t in node.targets)):
+            extra |= set(ast.literal_eval(node.value))
+    for node in body:
         if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
             return frozenset(item.target.id for item in node.body
-                             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name))
+                             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)) | extra
     raise ValueError(f"{module} has no *Config dataclass to read its flags from")
 
 
@@ -137,13 +152,29 @@ def entrypoint_for(module: str, job_args: tuple[str, ...]) -> str:
 
 def run_metadata(job: str, run_id: str, attempt: int, job_args: tuple[str, ...]) -> dict[str, str]:
     """What `tilescope list/status` and the Ray dashboard show about a submission (Ray wants str -> str)."""
-    meta = {"job": job, "run_id": run_id, "attempt": str(attempt), "tilescope_version": _version()}
+    meta = {"job": job, "run_id": run_id, "attempt": str(attempt), "tilescope_version": provenance.version(),
+            "tilescope_commit": provenance.commit() or ""}
     meta.update({key: flag_value(job_args, f"--{key}") or "" for key in METADATA_FLAGS})
     return meta
 
 
-def runtime_env(working_dir: str) -> dict[str, Any]:
-    return {"working_dir": working_dir, "excludes": list(WORKING_DIR_EXCLUDES)}
+def from_checkout() -> bool:
+    """True when this code is a tilescope source tree (its pyproject.toml beside jobs/), not an installed package."""
+    return provenance.checkout_version(PROJECT_ROOT) is not None
+
+
+def default_working_dir() -> str | None:
+    return str(PROJECT_ROOT) if from_checkout() else None
+
+
+def runtime_env(working_dir: str | None) -> dict[str, Any]:
+    """The checkout as working_dir, or (None) the installed packages as py_modules; either way the client's
+    version and commit as env_vars (jobs/provenance.py), which every process of the job inherits."""
+    env_vars = provenance.job_environment()
+    if working_dir is not None:
+        return {"working_dir": working_dir, "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
+    return {"py_modules": [str(PROJECT_ROOT / package) for package in PACKAGES],
+            "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
 
 
 def connect(address: str | None):
@@ -225,7 +256,7 @@ def validate(cfg: SubmitConfig, jobs: dict[str, str]) -> None:
             problems.append(f"--run-id {explicit!r}: use 1-100 letters, digits, '.', '_' or '-'")
     if not (cfg.address or os.environ.get("RAY_ADDRESS")):
         problems.append("--address is required (or set RAY_ADDRESS), e.g. http://127.0.0.1:8265")
-    if not (Path(cfg.working_dir) / "jobs" / "__main__.py").is_file():
+    if cfg.working_dir is not None and not (Path(cfg.working_dir) / "jobs" / "__main__.py").is_file():
         problems.append(f"--working-dir {cfg.working_dir}: not the tilescope project (no jobs/__main__.py)")
     require_valid(problems)
 
@@ -251,9 +282,12 @@ def run(cfg: SubmitConfig) -> SubmitSummary:
         attempt, entrypoint = 0, entrypoint_for(jobs[cfg.job], job_args)
         metadata = run_metadata(cfg.job, run_id, attempt, job_args)
     submission_id = run_id if attempt == 0 else f"{run_id}-r{attempt}"
+    working_dir = cfg.working_dir if cfg.working_dir is not None else default_working_dir()
     client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata,
-                      runtime_env=runtime_env(cfg.working_dir))
-    print(f"submitted {submission_id} (run {run_id}, attempt {attempt}): {entrypoint}", flush=True)
+                      runtime_env=runtime_env(working_dir))
+    shipped = (f"working_dir {working_dir}" if working_dir is not None
+               else f"py_modules of the installed tilescope {provenance.version()}")
+    print(f"submitted {submission_id} (run {run_id}, attempt {attempt}): {entrypoint} [{shipped}]", flush=True)
     status = follow_logs(client, submission_id) if cfg.follow else "PENDING"
     if cfg.follow:
         print(outcome_line(client, submission_id, status), flush=True)
@@ -275,15 +309,10 @@ def _resubmission(client, run_id: str) -> tuple[str, int, str, dict[str, str]]:
                          f"FAILED or STOPPED run is resumed" + (" (stop it first with `tilescope stop`)"
                                                                if status not in TERMINAL else ""))
     attempt = max(attempt_of(job) for job in attempts) + 1
-    metadata = {**(last.metadata or {}), "run_id": run_id, "attempt": str(attempt), "resumes": last.submission_id}
+    # The code is shipped again from this client: its version and commit, not the first attempt's.
+    metadata = {**(last.metadata or {}), "run_id": run_id, "attempt": str(attempt), "resumes": last.submission_id,
+                "tilescope_version": provenance.version(), "tilescope_commit": provenance.commit() or ""}
     return run_id, attempt, last.entrypoint, metadata
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("tilescope")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def report_errors(prog: str, address: str | None, command: Callable[[], int]) -> int:

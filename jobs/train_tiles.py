@@ -25,10 +25,14 @@ import numpy as np
 
 from actors.openvino_ir import QuantizationPreset
 from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, TileTrainer
+from jobs import console
 from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
+from jobs.node_roles import train_cpus, train_resources
+from jobs.progress import RoundProgress
+from jobs.provenance import tilescope_versions
 from storage.archives import list_shards
 from storage.artifacts import open_artifact, write_artifact
-from storage.fs import check_reachable, exists, resolve
+from storage.fs import check_reachable, exists, list_files, read_json, resolve, write_json
 from storage.image_sets import DecodedShard, load_shard_images
 from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.ensemble_eval import EnsembleEvaluation, evaluate_ensemble
@@ -40,6 +44,10 @@ from xray.position_schedule import PositionSchedule, Step
 from xray.precision import Precision
 from xray.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
 from xray.tiles import TileGrid
+
+FLAG_ALIASES = {"precision": "train_precision"}
+"""Old flag spellings (old name -> field), accepted with a warning for one release: --precision now names only
+which IR score runs."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,8 @@ class TrainTilesConfig:
     """Tile side in pixels: each position model's input size."""
     stride: int = 256
     """Step between tiles (smaller than --tile-size for overlap); the last row/column is zero-padded."""
-    backbone: str = "resnet18"
-    """Backbone per position: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
+    backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES)})
+    """Architecture of every position model: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
     epochs: int = 5
     """Training epochs per position."""
     batch_size: int = 32
@@ -76,8 +84,9 @@ class TrainTilesConfig:
     """Training tiles per position in the seeded NNCF calibration subset."""
     preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
     """NNCF preset: performance or mixed."""
-    precision: Precision = Precision.AUTO
-    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32."""
+    train_precision: Precision = Precision.AUTO
+    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32. (The ensemble's IR is chosen
+    when scoring: score --precision.)"""
     seed: int = 0
     """Seed for the split, initialisation, shuffling and calibration."""
     work: str | None = None
@@ -133,6 +142,32 @@ def work_uri(cfg: TrainTilesConfig) -> str:
     return cfg.work or f"{cfg.out.rstrip('/')}.work"
 
 
+WORK_CLAIM = "_work.json"
+# What decides a position's weights: a checkpoint trained under other values must not be resumed.
+_WORK_KEYS = ("archive", "image_size", "tile_size", "stride", "backbone", "batch_size", "lr", "val_fraction",
+              "train_precision", "seed")
+
+
+def claim_work(cfg: TrainTilesConfig) -> None:
+    """The work directory's claim (written before any checkpoint): a rerun resumes its checkpoints only with the
+    same training inputs; otherwise it is refused naming the flags, so no position mixes two configurations.
+    More --epochs is allowed: positions continue from their checkpoints."""
+    loc = resolve(work_uri(cfg), cfg.s3_endpoint)
+    wanted = {key: getattr(cfg, key) for key in _WORK_KEYS}
+    recorded = read_json(loc, WORK_CLAIM)
+    if recorded is None:
+        if list_files(loc):
+            raise ValueError(f"--work {loc.uri} holds files that train-tiles did not write (no {WORK_CLAIM}); "
+                             "choose an empty --work")
+        write_json(loc, WORK_CLAIM, wanted)
+        return
+    differ = [key for key in _WORK_KEYS if str(recorded.get(key)) != str(wanted[key])]
+    if differ:
+        flags = ", ".join(f"--{k.replace('_', '-')} {wanted[k]} (was {recorded.get(k)})" for k in differ)
+        raise ValueError(f"--work {loc.uri} holds checkpoints trained with other settings: {flags}. Rerun with "
+                         "the recorded values to resume, or choose another --out / --work")
+
+
 def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
     import ray
 
@@ -151,6 +186,7 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
     print(f"grid {grid.steps}x{grid.steps} of {grid.tile_size}px tiles (stride {grid.stride}) over "
           f"{grid.image_size}px images: {grid.n_positions} position models; {len(shards)} shards; "
           f"work {work_uri(cfg)}", flush=True)
+    claim_work(cfg)
 
     connect_ray()
     phases: dict[str, float] = {}
@@ -210,16 +246,17 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
     import ray
     from ray.exceptions import RayActorError
 
-    n_trainers = trainer_count(cfg, grid.n_positions, ray.cluster_resources().get("CPU", 1.0))
+    n_trainers = trainer_count(cfg, grid.n_positions, train_cpus(ray.nodes(), ray.cluster_resources().get("CPU", 1.0)))
     # SPREAD puts the trainers on as many nodes as possible. A trainer that dies (or whose node is lost) is
     # restarted anywhere with free CPUs (max_restarts=-1); its in-flight unit is not retried on it
     # (max_task_retries=0) but goes back to the schedule for any live trainer, and resumes from the
     # position's checkpoint. A restart that finds no free CPU therefore holds up nothing. No placement group:
     # a restarted actor needs no bundle on a lost node.
+    # resources: on a cluster with node roles, train workers only (jobs/node_roles.py: score workers have no torch).
     trainer = ray.remote(TileTrainer).options(num_cpus=cfg.actor_cpus, scheduling_strategy="SPREAD",
-                                              max_restarts=-1, max_task_retries=0)
+                                              max_restarts=-1, max_task_retries=0, resources=train_resources())
     keep = -(-grid.n_positions // n_trainers) + 1  # the positions a trainer cycles through, in memory
-    trainers = [trainer.remote(max(1, int(cfg.actor_cpus)), cfg.precision, keep) for _ in range(n_trainers)]
+    trainers = [trainer.remote(max(1, int(cfg.actor_cpus)), cfg.train_precision, keep) for _ in range(n_trainers)]
     plans = [PositionPlan(position=p, grid=grid, backbone=cfg.backbone, labels=LABELS, epochs=cfg.epochs,
                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, calibration_size=cfg.calibration_size,
                           preset=cfg.preset, work_uri=work_uri(cfg), endpoint=cfg.s3_endpoint)
@@ -227,6 +264,9 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
     print(f"{n_trainers} trainer actors x {cfg.actor_cpus:g} CPU for {grid.n_positions} positions x "
           f"{cfg.epochs} epochs, one epoch per call", flush=True)
     schedule = PositionSchedule(grid.n_positions, cfg.epochs)
+    # One line per round from here, not from the actors: nothing for Ray's log dedup to fold, and nothing
+    # arriving after the job's last line (jobs/progress.py).
+    progress = RoundProgress(grid.n_positions, cfg.epochs, n_trainers, verbose=console.verbose())
     idle = list(range(n_trainers))
     running: dict = {}  # ObjectRef -> (trainer, Unit, or None for a ping after a restart)
     reports: dict[int, list[EpochReport]] = {p: [] for p in range(grid.n_positions)}
@@ -243,6 +283,7 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
                 ref = (trainers[t].export.remote(plan, split_ref, *shard_refs) if unit.step is Step.EXPORT
                        else trainers[t].train_epoch.remote(plan, unit.epochs_done, split_ref, *shard_refs))
                 running[ref] = (t, unit)
+                progress.unit_started(unit.position)
             if not running:
                 raise RuntimeError("no trainer actor is alive to take the remaining positions")
             ready, _ = ray.wait(list(running), num_returns=1)
@@ -256,6 +297,7 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
                     raise RuntimeError(f"trainer actors keep dying ({failures} times); last: {exc}") from exc
                 if unit is not None:
                     schedule.failed(unit)
+                    progress.unit_lost(unit.position)
                     print(f"trainer {t} lost during {unit.step.value} of position {unit.position} "
                           f"({type(exc).__name__}); the position goes back to the queue", flush=True)
                 running[trainers[t].node.remote()] = (t, None)
@@ -266,11 +308,11 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
             elif unit.step is Step.EXPORT:
                 schedule.finished(unit)
                 exports[unit.position] = value
-                print(f"position {unit.position} trained and exported ({len(exports)}/{grid.n_positions})",
-                      flush=True)
+                progress.export_finished(unit.position)
             else:
                 schedule.finished(unit, value.epochs_done)
                 reports[unit.position].append(value)
+                progress.epoch_finished(unit.position, value.epochs_done, value.trained)
     finally:
         for a in trainers:  # frees their CPUs now, and gives up on restarts still waiting for one
             ray.kill(a)
@@ -306,14 +348,15 @@ def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], 
         positions=positions, combiner=cfg.combiner, stacked=evaluation.stacked.to_json(),
         split=SplitRecord(cfg.val_fraction, cfg.seed, len(split.train), len(split.val), len(split.test)),
         thresholds=evaluation.thresholds, metrics=evaluation.to_json(), math_path=results[0].math_path,
-        versions={"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+        versions={"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__,
+                  **tilescope_versions()},
         config=asdict(cfg),
     )
     return write_artifact(cfg.out, files, manifest, cfg.s3_endpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(TrainTilesConfig, run, "tilescope train-tiles", __doc__, argv)
+    return job_main(TrainTilesConfig, run, "tilescope train-tiles", __doc__, argv, aliases=FLAG_ALIASES)
 
 
 if __name__ == "__main__":

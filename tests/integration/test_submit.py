@@ -1,10 +1,13 @@
 """`tilescope submit / status / logs / stop / list` against a real Ray head that this module starts, with token
-authentication on: submit and follow, stop, resume under the same run id, and a wrong token refused."""
+authentication on: submit and follow, stop, resume under the same run id, and a wrong token refused; submitted
+from the checkout (shipped as working_dir) and from tilescope installed from its wheel (its packages shipped as
+py_modules, never site-packages), each run recording which tilescope wrote it."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import re
 import secrets
@@ -24,8 +27,9 @@ import psutil
 import pyarrow.dataset as pads
 import pytest
 
-from jobs import synth
+from jobs import provenance, synth
 from tests.conftest import REPO
+from tests.integration.installs import build_wheel, install_target
 
 N_IMAGES = 200  # scored in chunks of 1: a stop part-way leaves most of them to the resumed run
 
@@ -38,6 +42,8 @@ class Head:
     """`ray start --block`: every process of this head (GCS, raylet, workers, job drivers) descends from it."""
     env: dict
     """Environment of a client holding the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH)."""
+    temp_dir: str
+    """The head's own directory: its token file, and Ray's session under ray/."""
 
 
 def _free_ports(n: int) -> list[int]:
@@ -110,21 +116,28 @@ def ray_head():
     log = Path(temp_dir, "head.log")
     # No drain on SIGTERM (30 s by default, for Serve): nothing here needs it, and teardown should be quick.
     head_env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    # cwd: a job without a working_dir runs in the head's directory, which must not hold this checkout (as a
+    # cluster's head does not): `python -m jobs.X` would import it from there instead of the shipped package.
     with open(log, "w") as log_file:
         head = subprocess.Popen(cmd, env=head_env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, cwd=temp_dir)
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         _wait_for_api(address, head, log)
-        yield Head(address, head.pid, env)
+        yield Head(address, head.pid, env, temp_dir)
     finally:
         _stop_head(head, temp_dir)
 
 
-def tilescope(head: Head, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def tilescope(head: Head, *args: str, env: dict | None = None, cwd: str | Path = REPO) -> subprocess.CompletedProcess:
     """The real command line, in a process of its own (Ray's auth mode and token are per process)."""
-    return subprocess.run([sys.executable, "-m", "jobs", *args, "--address", head.address], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "jobs", *args, "--address", head.address], cwd=cwd,
                           env=env or head.env, capture_output=True, text=True, timeout=300)
+
+
+def run_manifest(out: Path) -> dict:
+    [manifest] = glob.glob(str(out / "*" / "_manifest.json"))
+    return json.loads(Path(manifest).read_text())
 
 
 def submitted_id(result: subprocess.CompletedProcess) -> str:
@@ -210,13 +223,19 @@ def test_stop_then_resume_under_the_same_run_id_skips_finished_work(ray_head, ti
     resumed = tilescope(ray_head, "submit", "--resume", run_id, "--follow")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr
     assert f"submitted {run_id}-r1 (run {run_id}, attempt 1)" in resumed.stdout
-    complete = re.search(rf"run {run_id} complete: {N_IMAGES} rows, {N_IMAGES} ok, 0 errors; (\d+) scored now",
+    complete = re.search(rf"run {run_id} complete: {N_IMAGES} rows, {N_IMAGES} ok, 0 errors\b.*?; (\d+) scored now",
                          resumed.stdout)
     assert complete, resumed.stdout[-3000:]
     assert 0 < int(complete.group(1)) <= N_IMAGES - done_before  # the chunks written before were skipped
     rows = pads.dataset(str(out), format="parquet").to_table(columns=["image_id", "run_id"])
     assert rows.num_rows == N_IMAGES and len(set(rows.column("image_id").to_pylist())) == N_IMAGES
     assert set(rows.column("run_id").to_pylist()) == {run_id}  # one run id across both attempts
+    # The checkout was shipped without .git; the run still records the client's version and commit.
+    versions = run_manifest(out)["versions"]
+    assert versions["tilescope"] == provenance.version()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head:  # a checkout with git (CI's clean clone)
+        assert versions["tilescope_commit"].removesuffix("-dirty") == head
 
     status = tilescope(ray_head, "status", run_id)
     assert f"run {run_id} attempt 1 ({run_id}-r1): SUCCEEDED" in status.stdout
@@ -239,3 +258,33 @@ def test_a_wrong_or_missing_token_is_refused_with_the_fix(ray_head):
     assert missing.returncode == 2 and "(Authentication required: Unauthorized" in missing.stderr
     for result in (wrong, missing):
         assert token not in result.stdout + result.stderr
+
+
+def test_submit_from_an_installed_package_ships_its_packages_never_site_packages(ray_head, tiny_models, tmp_path):
+    # A client with tilescope installed from its wheel and no checkout: the wheel is built at a version of its own,
+    # so the run's manifest shows which code ran on the cluster (the head's own install is the checkout's).
+    site = install_target(build_wheel(tmp_path / "dist", version="0.1.0+wheel"), tmp_path / "site-packages")
+    assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info")) == [
+        "actors", "bin", "jobs", "storage", "xray"]
+    client_dir = tmp_path / "client"  # no checkout here, nor on the head's side (see ray_head)
+    client_dir.mkdir()
+    env = {**ray_head.env, "PYTHONPATH": str(site)}
+    version = subprocess.run([sys.executable, "-m", "jobs", "--version"], cwd=client_dir, env=env,
+                             capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == "tilescope 0.1.0+wheel"  # the installed package: no commit
+    archive, out = tmp_path / "archive", tmp_path / "scores"
+    synth.run(synth.SynthConfig(out=str(archive), n_images=12, size=64, shards=2, seed=9))
+    result = tilescope(ray_head, "submit", "score", "--archive", str(archive), "--model", tiny_models["models"][0],
+                       "--out", str(out), "--follow", env=env, cwd=client_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    run_id = submitted_id(result)
+    assert "[py_modules of the installed tilescope 0.1.0+wheel]" in result.stdout
+    assert result.stdout.rstrip().endswith(f"{run_id}: SUCCEEDED")
+    rows = pads.dataset(str(out), format="parquet").to_table(columns=["image_id", "status", "run_id"])
+    assert rows.num_rows == 12 and set(rows.column("status").to_pylist()) == {"ok"}
+    versions = run_manifest(out)["versions"]
+    assert versions["tilescope"] == "0.1.0+wheel" and "tilescope_commit" not in versions
+    # What the head received: the four packages, unpacked from the job's py_modules, and nothing else of site-packages.
+    shipped = Path(ray_head.temp_dir, "ray", "session_latest", "runtime_resources", "py_modules_files")
+    received = {entry.name for package in shipped.iterdir() if package.is_dir() for entry in package.iterdir()}
+    assert received == {"jobs", "actors", "storage", "xray"}, received

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 
 import jobs.__main__ as dispatcher
-from jobs import runs, submit
+from jobs import provenance, runs, submit
 from jobs.submit import SubmitConfig
+from tests.conftest import REPO
 
 ADDRESS = "http://127.0.0.1:8265"
 SCORE_ARGS = ("--archive", "s3://b/nih", "--model", "s3://b/model", "--out", "s3://b/scores")
@@ -171,6 +172,38 @@ def test_submit_uses_the_run_id_as_submission_id_with_metadata_and_working_dir(c
     assert summary.status == "PENDING"
 
 
+def test_from_a_checkout_the_checkout_ships_with_the_clients_version_and_commit(client):
+    assert submit.from_checkout()  # these tests run from the repository
+    submit.run(score_config())
+    [sent] = client.submitted
+    env = sent["runtime_env"]
+    assert env["working_dir"] == str(submit.PROJECT_ROOT) and "py_modules" not in env
+    assert env["env_vars"] == provenance.job_environment()
+    assert env["env_vars"]["TILESCOPE_VERSION"] == provenance.version() != "unknown"
+    meta = sent["metadata"]
+    assert (meta["tilescope_version"], meta["tilescope_commit"]) == (provenance.version(), provenance.commit() or "")
+
+
+def test_from_an_installed_package_its_packages_ship_as_py_modules_never_site_packages(client, monkeypatch,
+                                                                                       tmp_path, capsys):
+    site = tmp_path / "site-packages"  # what an installed wheel looks like: packages beside other distributions
+    for name in ("jobs", "actors", "storage", "xray", "numpy", "ray", "tilescope-0.1.0.dist-info"):
+        (site / name).mkdir(parents=True)
+    monkeypatch.setattr(submit, "PROJECT_ROOT", site)
+    assert not submit.from_checkout() and submit.default_working_dir() is None
+    summary = submit.run(score_config())
+    [sent] = client.submitted
+    env = sent["runtime_env"]
+    assert "working_dir" not in env
+    assert env["py_modules"] == [str(site / name) for name in ("jobs", "actors", "storage", "xray")]
+    assert env["env_vars"] == provenance.job_environment()
+    assert shlex.split(sent["entrypoint"])[:3] == ["python", "-m", "jobs.score"]
+    assert f"submitted {summary.submission_id}" in capsys.readouterr().out
+    # --working-dir still ships a checkout named explicitly.
+    submit.run(score_config(working_dir=REPO, job_args=(*SCORE_ARGS, "--run-id", "x")))
+    assert client.submitted[-1]["runtime_env"]["working_dir"] == REPO
+
+
 def test_submitting_the_same_command_twice_is_refused_with_the_way_out(client):
     first = submit.run(score_config())
     with pytest.raises(ValueError, match=f"run {first.run_id} was already submitted .* is PENDING.*--resume"):
@@ -185,6 +218,8 @@ def test_resume_resubmits_the_same_entrypoint_under_suffixed_ids(client):
     assert (again.submission_id, again.run_id, again.attempt) == (f"{first.run_id}-r1", first.run_id, 1)
     assert again.entrypoint == first.entrypoint  # same --run-id: the job skips what it finished
     assert client.submitted[-1]["metadata"]["resumes"] == first.run_id
+    assert client.submitted[-1]["metadata"]["tilescope_version"] == provenance.version()
+    assert client.submitted[-1]["runtime_env"]["env_vars"] == provenance.job_environment()  # shipped again
     client.jobs[again.submission_id].status = "STOPPED"
     third = submit.run(SubmitConfig(resume=f"{first.run_id}-r1", address=ADDRESS))  # an attempt's id works too
     assert (third.submission_id, third.attempt) == (f"{first.run_id}-r2", 2)
