@@ -18,7 +18,6 @@ on which actor trains which epoch: epoch e is seeded by (seed, position, e) alon
 from __future__ import annotations
 
 import io
-import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
@@ -195,8 +194,7 @@ class TileTrainer:
             buf = io.BytesIO()
             torch.save(written, buf)
             write_bytes_atomic(self._checkpoint_uri(plan), buf.getvalue())
-            print(f"[{plan.tag}] epoch {r.epoch + 1}/{plan.epochs} loss {r.loss:.4f} "
-                  f"val mean AUROC {r.val_mean_auroc:.4f} {r.images_per_s:.1f} tiles/s", flush=True)
+            # No print: the driver prints progress from the EpochReport this call returns (jobs/progress.py).
 
         fit(model, train, val, before + 1, plan.batch_size, plan.lr, self.path, seed=plan.train_seed,
             start_epoch=before, optimizer_state=state["optimizer"] if state is not None else None,
@@ -221,11 +219,8 @@ class TileTrainer:
             int8 = quantize_int8(fp32, calibration, plan.preset)
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
-        t0 = time.perf_counter()
         probs = {name: (infer_probs(m, val, threads=self.threads), infer_probs(m, test, threads=self.threads))
                  for name, m in (("fp32", fp32), ("int8", int8))}
-        print(f"[{plan.tag}] exported FP32 + INT8 ({n_calib} calibration tiles); "
-              f"evaluated in {time.perf_counter() - t0:.1f}s", flush=True)
         prefix = f"positions/{plan.tag}"
         files = {**ir_bytes(fp32, f"{prefix}/fp32"), **ir_bytes(int8, f"{prefix}/int8")}
         self._recent.pop(plan.position, None)

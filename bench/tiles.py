@@ -75,7 +75,7 @@ def main() -> None:
         synth.run(synth.SynthConfig(out=archive, n_images=args.images, size=512, shards=4, seed=21,
                                     finding_scale=args.finding_scale))
         common = dict(archive=archive, image_size=image, tile_size=tile, stride=stride, backbone="dwsep_cnn",
-                      epochs=args.epochs, batch_size=32, calibration_size=200, precision="fp32", seed=0)
+                      epochs=args.epochs, batch_size=32, calibration_size=200, train_precision="fp32", seed=0)
         # Rounds in alternating order (P S1 S2, then S2 S1 P, ...): this shared machine's speed drifts by tens
         # of percent over minutes, so one run per setting can flip a ratio; each round gives a paired ratio.
         settings = [("parallel", 2, 1.0), ("sequential_1cpu", 1, 1.0), ("sequential_2cpu", 2, 2.0)]
@@ -87,9 +87,9 @@ def main() -> None:
                                                    **common)
                 rounds[r][name] = timed_run(cfg, cpus)
         runs = rounds[0]
-        single = train.run(train.TrainConfig(archive=archive, out=os.path.join(tmp, "single"), model="dwsep_cnn",
+        single = train.run(train.TrainConfig(archive=archive, out=os.path.join(tmp, "single"), backbone="dwsep_cnn",
                                              input_size=tile, epochs=args.epochs, batch_size=32, seed=0,
-                                             precision="fp32"))
+                                             train_precision="fp32"))
     ens = runs["parallel"][1]
     ev = ens.evaluation
     fp32, int8 = ev.test_mean_auroc["fp32"], ev.test_mean_auroc["int8"]

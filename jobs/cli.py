@@ -1,9 +1,26 @@
-"""The command line of every job, generated from its frozen config dataclass.
+"""The command line of every job, generated from its frozen config dataclass, and the main() they share.
 
 Each config field carries a one-line docstring (a string literal right after the field); that text becomes
 the flag's --help. Field `archive_uri` becomes `--archive-uri`; bools become `--flag/--no-flag`; an enum-typed
-field takes one of its members' values (listed in --help) and the config holds the member. job_main() is the
-main() every job shares.
+field takes one of its members' values and the config holds the member; a field with `metadata={"choices":
+...}` (a registry's names) takes one of those. Choices are listed in --help, required flags say so, and a
+flag is never matched by a prefix of its name (`--archiv` is an error, not `--archive`).
+
+Every job also takes:
+  --config FILE      flag values from a YAML file (keys = flag names), or the config recorded in a run's
+                     `_run.json` / `_manifest.json` or an artifact's `manifest.json`: a replay. Flags given on
+                     the command line win.
+  --print-config     print the resolved config as such a YAML file and exit (nothing runs).
+  --verbose          every third-party line as well (jobs/console.py says what is hidden by default).
+
+A job may keep old flag spellings for one release (`aliases`, e.g. {"model": "backbone"}): they still work,
+with a warning naming the new flag, on the command line and as keys of a --config file.
+
+jsonargparse was considered in place of this module: it would give dataclass flags, YAML and choices, but
+enums by member name (`INT8`, where the values here are what users type and what manifests record), no
+warning aliases, no replay from a run record's nested `config`, and a different help and error style from
+the cluster commands (jobs/submit.py, jobs/runs.py) that use parser_for too; the few things it would save
+are what this module adds below.
 """
 
 from __future__ import annotations
@@ -11,18 +28,25 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import enum
 import inspect
 import os
+import shutil
 import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+
+from jobs import config_files, console
 
 C = TypeVar("C")
 S = TypeVar("S")
+
+COMMON_FLAGS = frozenset({"config", "print_config", "verbose"})
+"""Options every job takes besides its config's fields (jobs/submit.py accepts them too)."""
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -57,36 +81,105 @@ def _enum_type(tp: Any) -> type[enum.Enum] | None:
     return base if isinstance(base, type) and issubclass(base, enum.Enum) else None
 
 
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written (jobs reflow their prose in help_sections); a default is shown
+    only where there is one: never `(default: None)`, and required flags say `(required)`."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break inside a flag name (argparse's wrapping splits `--actor-cpus` at its hyphen).
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return f"{text} (required)".strip()
+        if "%(default)" in text or isinstance(action, argparse.BooleanOptionalAction):
+            return text  # BooleanOptionalAction adds its own default
+        default = action.default
+        if default is None or default is argparse.SUPPRESS or default is False or default in ((), [], ""):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _OldSpelling(argparse.Action):
+    """A flag's old spelling: stores into the new flag's field and warns on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new_flag: str = "", **kwargs: Any) -> None:
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        warn_old_spelling(parser.prog, option_string or self.option_strings[0], self.new_flag)
+        setattr(namespace, self.dest, values)
+
+
+def warn_old_spelling(prog: str, old: str, new: str) -> None:
+    print(f"{prog}: warning: {old} is now {new}; the old spelling still works in this release only",
+          file=sys.stderr, flush=True)
+
+
 def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ...] = (),
-               skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+               skip: tuple[str, ...] = (), epilog: str | None = None, aliases: Mapping[str, str] | None = None,
+               common: bool = False) -> argparse.ArgumentParser:
     """Flags for every field of `cls`; fields in `positional` become positional arguments (optional when they
-    have a default), fields in `skip` get no argument (the caller sets them on the namespace itself)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    have a default), fields in `skip` get no argument (the caller sets them on the namespace itself).
+    `aliases` maps old field-style names to fields (hidden flags that warn); `common` adds --config,
+    --print-config and --verbose (job_main)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=HelpFormatter, allow_abbrev=False)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    old_of: dict[str, list[str]] = {}
+    for old, new in (aliases or {}).items():
+        old_of.setdefault(new, []).append(flag_of(old))
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         tp = _base_type(hints[f.name])
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         help_text = docs.get(f.name, "")
+        if f.name in old_of:
+            help_text += f" (was {', '.join(old_of[f.name])})"
         kind = _enum_type(hints[f.name])
         # Strings on the command line, checked against the values; config_from_args makes them members.
-        choices = [member.value for member in kind] if kind else None
+        choices = [member.value for member in kind] if kind else f.metadata.get("choices")
+        choices = list(choices) if choices is not None else None
+        conv = tp if tp in (int, float, str) else str
         if f.name in positional:
             parser.add_argument(f.name, nargs=None if required else "?", default=default, choices=choices,
-                                type=tp if tp in (int, float, str) else str, help=help_text)
+                                type=conv, help=help_text)
         elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif tp is tuple:
             parser.add_argument(flag, nargs="*", default=default, required=required, help=help_text)
         else:
-            conv = tp if tp in (int, float, str) else str
             parser.add_argument(flag, type=conv, default=default, required=required, choices=choices,
                                 help=help_text)
+    for old, new in (aliases or {}).items():
+        target = next(a for a in parser._actions if a.dest == new)
+        if isinstance(target, argparse.BooleanOptionalAction) or target.nargs is not None:
+            raise TypeError(f"{prog}: old spelling {flag_of(old)} of {flag_of(new)}: only single-value flags")
+        parser.add_argument(flag_of(old), dest=new, action=_OldSpelling, new_flag=flag_of(new), type=target.type,
+                            choices=target.choices, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    if common:
+        clash = COMMON_FLAGS & {f.name for f in dataclasses.fields(cls)}
+        if clash:
+            raise TypeError(f"{cls.__name__} has fields named like the options every job takes: {sorted(clash)}")
+        group = parser.add_argument_group("options of every tilescope job")
+        group.add_argument("--config", metavar="FILE", help=(
+            "Flag values from a YAML file (keys = flag names), or the config recorded in a run's _run.json / "
+            "_manifest.json or an artifact's manifest.json to replay it; local or s3://. Flags given here win."))
+        group.add_argument("--print-config", action="store_true",
+                           help="Print the resolved config as a --config YAML file and exit; nothing runs.")
+        group.add_argument("--verbose", action="store_true", help=(
+            "Show every line, third-party warnings and Ray's INFO lines included (also: TILESCOPE_VERBOSE=1)."))
     return parser
 
 
@@ -97,7 +190,7 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
         kind = _enum_type(hints[name])
         if isinstance(value, list):
             values[name] = tuple(value)
-        elif kind is not None and value is not None:
+        elif kind is not None and value is not None and not isinstance(value, kind):
             values[name] = kind(value)
     return cls(**values)
 
@@ -116,7 +209,7 @@ def coerce_choices(cfg: Any) -> list[str]:
             object.__setattr__(cfg, f.name, kind(value))  # frozen: the same value, as its member
         except ValueError:
             choices = ", ".join(str(member.value) for member in kind)
-            problems.append(f"--{f.name.replace('_', '-')} {value!r} is not one of {choices}")
+            problems.append(f"{flag_of(f.name)} {value!r} is not one of {choices}")
     return problems
 
 
@@ -126,32 +219,95 @@ def require_valid(problems: list[str]) -> None:
         raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def help_sections(doc: str | None) -> tuple[str, str | None]:
+    """A job's module docstring -> (description, epilog): every prose paragraph, reflowed to the terminal
+    (paragraphs that hold a list keep their lines), and the indented command blocks as `examples:`."""
+    if not doc:
+        return "", None
+    width = max(min(shutil.get_terminal_size().columns, 120) - 2, 40)
+    prose: list[str] = []
+    examples: list[str] = []
+    for block in textwrap.dedent(doc).strip("\n").split("\n\n"):
+        lines = [line.rstrip() for line in block.strip("\n").splitlines()]
+        if not lines:
+            continue
+        if all(line.startswith("    ") for line in lines):
+            examples.append(textwrap.indent(textwrap.dedent("\n".join(lines)), "  "))
+        elif any(line.lstrip().startswith(("- ", "* ")) for line in lines):
+            prose.append("\n".join(lines))
+        else:
+            prose.append(textwrap.fill(" ".join(" ".join(lines).split()), width))
+    return "\n\n".join(prose), ("examples:\n" + "\n".join(examples) if examples else None)
+
+
+def parse_job_args(config_cls: type[C], parser: argparse.ArgumentParser, args: list[str],
+                   aliases: Mapping[str, str] | None = None) -> tuple[C, argparse.Namespace]:
+    """(config, namespace) from the command line over a --config file over the defaults. Exits 2 naming the
+    problem for a bad flag, a bad file or a bad key in it."""
+    known = {option for action in parser._actions for option in action.option_strings}
+    unknown = [arg.split("=", 1)[0] for arg in args if arg.startswith("--") and arg.split("=", 1)[0] not in known
+               and arg != "--"]
+    if unknown:  # before argparse, which would first complain about a required flag the typo was meant to give
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        parser.error(f"unrecognized argument {unknown[0]}" + (f" (did you mean {close[0]}?)" if close else "")
+                     + "; flags are never abbreviated")
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    pre.add_argument("--print-config", action="store_true")
+    pre.add_argument("--s3-endpoint")
+    early, _ = pre.parse_known_args(args)
+    if early.config:
+        try:
+            values, replayed = config_files.read(early.config, early.s3_endpoint,
+                                                 {f.name for f in dataclasses.fields(config_cls)})
+            defaults = config_files.flag_values(parser, values, aliases or {})
+        except ValueError as exc:
+            parser.error(f"--config {early.config}: {exc}")
+        if replayed:
+            print(f"{parser.prog}: replaying the config recorded in {early.config}", file=sys.stderr, flush=True)
+        parser.set_defaults(**defaults)
+        for action in parser._actions:
+            if action.dest in defaults:
+                action.required = False
+    if early.print_config:  # a template: what is missing prints as null, marked required
+        for action in parser._actions:
+            action.required = False
+    namespace = parser.parse_args(args)
+    return config_from_args(config_cls, namespace), namespace
+
+
 def job_main(config_cls: type[C], run: Callable[[C], S], prog: str, doc: str | None,
              argv: list[str] | None, rewrite_argv: Callable[[list[str]], list[str]] | None = None,
-             print_summary: Callable[[S], None] | None = None) -> int:
-    """A job's `main(argv)`: flags from `config_cls` (the first line of `doc` describes them), then `run(cfg)`.
+             print_summary: Callable[[S], None] | None = None, aliases: Mapping[str, str] | None = None) -> int:
+    """A job's `main(argv)`: flags from `config_cls` (help: `doc`'s prose, its indented commands as examples),
+    an optional --config file under them, the quiet console (jobs/console.py), then `run(cfg)`.
     A bad configuration or input (ValueError), or storage that fails (OSError), prints `<prog>: error: <msg>` and
     returns 2. `rewrite_argv` edits the arguments before parsing (report merges repeated --results);
-    `print_summary` prints what run() returned."""
+    `print_summary` prints what run() returned; `aliases` are old flag spellings (old name -> field)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if rewrite_argv is not None:
         args = rewrite_argv(args)
-    parser = parser_for(config_cls, prog, doc.splitlines()[0] if doc else "")
-    cfg = config_from_args(config_cls, parser.parse_args(args))
-    try:
-        summary = run(cfg)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; what was written is kept, and the same command resumes where it can",
-              file=sys.stderr)
-        return 130
-    except Exception as exc:
-        cause = user_error(exc)
-        if cause is None:
-            raise
-        print(f"{prog}: error: {cause}", file=sys.stderr)
-        return 2
-    if print_summary is not None:
-        print_summary(summary)
+    description, epilog = help_sections(doc)
+    parser = parser_for(config_cls, prog, description, epilog=epilog, aliases=aliases, common=True)
+    cfg, options = parse_job_args(config_cls, parser, args, aliases)
+    if options.print_config:
+        sys.stdout.write(config_files.render(config_cls, cfg, prog, field_docs(config_cls)))
+        return 0
+    with console.job_console(options.verbose):
+        try:
+            summary = run(cfg)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted; what was written is kept, and the same command resumes where it can",
+                  file=sys.stderr)
+            return 130
+        except Exception as exc:
+            cause = user_error(exc)
+            if cause is None:
+                raise
+            print(f"{prog}: error: {cause}", file=sys.stderr)
+            return 2
+        if print_summary is not None:
+            print_summary(summary)
     return 0
 
 
@@ -187,11 +343,17 @@ def connect_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Quiet (a job run from the command line without --verbose): every worker of the job runs the same
+    # filters as this driver (jobs/console.py). Merged with a submitted job's runtime_env (no key in common).
+    quiet = {"runtime_env": {"worker_process_setup_hook": console.WORKER_SETUP_HOOK}} if console.quiet() else {}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, **quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 _system_config=local_system_config(num_cpus or os.cpu_count() or 1))
+        # address="local": always a Ray of our own. Without it ray.init() joins whatever cluster `ray start` left
+        # in /tmp/ray/ray_current_cluster on this machine, and refuses our _system_config there.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 _system_config=local_system_config(num_cpus or os.cpu_count() or 1), **quiet)
+    console.quiet_driver_after_ray_start()
 
 
 def local_system_config(cpus: int) -> dict:

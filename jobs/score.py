@@ -14,20 +14,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from actors.openvino_ir import IRPrecision
 from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
+from jobs.provenance import tilescope_versions
 from jobs.score_stages import ProgressLine, decode_chunk, write_chunks
 from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
 from storage.artifacts import open_typed
-from storage.fs import StorageError, check_reachable, resolve
-from storage.metadata_files import load_metadata
+from storage.fs import StorageError, check_reachable, exists, resolve
+from storage.metadata_files import default_metadata_uri, load_metadata
 from storage.results import (
     RESULTS_SCHEMA_VERSION,
     RUN_CLAIM,
     RUN_MANIFEST,
+    count_precisions,
     count_results,
     model_dir_name,
     read_json,
@@ -49,11 +51,14 @@ class ScoreConfig:
     out: str
     """Results URI; rows go under <out>/<model>-<sha12>/ so several models sit side by side."""
     metadata: str | None = None
-    """Data_Entry_2017.csv URI: gives the expected total for progress/ETA and counts images never found."""
+    """Data_Entry_2017.csv URI: gives the expected total for progress/ETA and counts images listed there but not
+    found. Default: the one beside the shards when there is one (not for a single-shard --archive, whose
+    neighbour lists every shard's images)."""
     run_id: str | None = None
     """Run id stored in every row; default derives from archive + artifact, so a rerun resumes."""
     precision: IRPrecision = IRPrecision.INT8
-    """Which IR of the artifact to run: int8 or fp32."""
+    """int8 (the INT8 IR), fp32 (the FP32 IR in f32) or bf16 (the FP32 IR in bf16, native on AMX/avx512_bf16
+    CPUs); rows and the run manifest record what actually ran, and on which CPU class."""
     chunk_size: int = 64
     """Most images per chunk: the unit of scoring calls, output files and resume."""
     chunk_mb: int = 8
@@ -119,6 +124,16 @@ def validate(cfg: ScoreConfig) -> None:
     require_valid(problems)
 
 
+def with_default_metadata(cfg: ScoreConfig) -> ScoreConfig:
+    """`cfg` with --metadata set to the Data_Entry_2017.csv beside the shards when none is given and one is
+    there, so progress has a total and an ETA, the completion line counts listed images the archive lacks,
+    and the run records the file it used."""
+    if cfg.metadata or cfg.archive.rstrip("/").endswith((".tar", ".tar.gz", ".tgz")):
+        return cfg
+    beside = default_metadata_uri(cfg.archive)
+    return replace(cfg, metadata=beside) if exists(resolve(beside, cfg.s3_endpoint)) else cfg
+
+
 def default_run_id(archive: str, artifact_sha: str) -> str:
     return f"score-{artifact_sha[:12]}-{hashlib.sha256(archive.encode()).hexdigest()[:8]}"
 
@@ -132,10 +147,12 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     out_root = resolve(cfg.out, cfg.s3_endpoint)
     check_reachable(out_root)
     shards = list_shards(cfg.archive, cfg.s3_endpoint)
+    cfg = with_default_metadata(cfg)
     artifact, manifest = open_typed(cfg.model, cfg.s3_endpoint, "--model", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE,
                                     verify=True)
-    if cfg.precision not in manifest.precisions:
-        raise ValueError(f"--model {cfg.model}: artifact has no {cfg.precision} IR")
+    if cfg.precision.ir not in manifest.precisions:
+        raise ValueError(f"--model {cfg.model}: artifact has no {cfg.precision.ir} IR for --precision {cfg.precision} "
+                         f"(it has {', '.join(manifest.precisions)}); `tilescope quantize` adds the int8 one")
     labels = list(manifest.labels)
     expected = None
     if cfg.metadata:
@@ -194,12 +211,15 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         "scored_this_attempt": scored_now, "seconds_this_attempt": seconds,
         "pipeline_seconds_this_attempt": stream_seconds, "images_per_s": rate,
         "model": manifest.model, "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
-        "precision": cfg.precision, "labels": labels, "shards": [s.name for s in shards],
+        **_precision_record(cfg, out), "labels": labels, "shards": [s.name for s in shards],
         "config": _public_config(cfg), "versions": _versions(ray.__version__),
     }
     write_json(out, RUN_MANIFEST, body)
+    missing = ("" if body["missing_from_archive"] is None
+               else f"; {body['missing_from_archive']} listed in the metadata but missing from the archive")
     print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors in {counts.files} "
-          f"files; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s) -> {out.uri}", flush=True)
+          f"files{missing}; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s) -> {out.uri}",
+          flush=True)
     return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False,
                         stream_seconds)
 
@@ -311,6 +331,14 @@ def pool_size(cfg: ScoreConfig) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.actor_cpus))
 
 
+def _precision_record(cfg: ScoreConfig, out) -> dict:
+    """What ran, as the rows record it: `precision` (one label, or several joined by '/' when nodes differed),
+    the precision asked for, and every (precision, cpu_isa) pair with its rows."""
+    ran = count_precisions(out)
+    return {"precision": "/".join(dict.fromkeys(r["precision"] for r in ran)) or str(cfg.precision),
+            "requested_precision": str(cfg.precision), "ran": ran}
+
+
 def _public_config(cfg: ScoreConfig) -> dict:
     """The config as recorded in outputs: URIs and knobs only; credentials never enter a config."""
     return asdict(cfg)
@@ -320,7 +348,8 @@ def _versions(ray_version: str) -> dict:
     import openvino
     import pyarrow
 
-    return {"ray": ray_version, "openvino": openvino.__version__, "pyarrow": pyarrow.__version__}
+    return {"ray": ray_version, "openvino": openvino.__version__, "pyarrow": pyarrow.__version__,
+            **tilescope_versions()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
+from jobs.progress import WINDOW_S, RecentRate, format_duration
 from storage.fs import resolve
 from storage.results import (
     CHUNK,
@@ -70,37 +72,50 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
 
 
 class ProgressLine:
-    """Prints `images done/total, images/s, errors, ETA` at most every `every_s` seconds, to stdout."""
+    """Prints `images done/total, images/s, errors, ETA` at most every `every_s` seconds, to stdout.
 
-    def __init__(self, total: int | None, every_s: float, stream=sys.stdout) -> None:
+    The rate and ETA come from the last minute of finished chunks, counted from the first one (jobs/progress.py):
+    a rate from the start would include the actors' start-up and model compilation, and early ETAs would run
+    high. Until a second chunk has finished, and on the last line (finish()), the rate is the whole stream's.
+    """
+
+    def __init__(self, total: int | None, every_s: float, stream=sys.stdout,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.total = total
         self.every_s = every_s
         self.stream = stream
+        self.clock = clock
         self.done = 0
         self.errors = 0
-        self.t0 = time.perf_counter()
+        self.t0 = clock()
         self.last_print = self.t0
+        self.recent = RecentRate(max(WINDOW_S, 3 * every_s))
 
     def update(self, rows: int, errors: int) -> None:
         self.done += rows
         self.errors += errors
-        now = time.perf_counter()
-        if now - self.last_print >= self.every_s:
+        now = self.clock()
+        self.recent.add(rows, now)
+        # The first line waits for a second chunk: from one chunk there is no recent rate, only one that
+        # includes the start-up.
+        if now - self.last_print >= self.every_s and self.recent.rate(now) is not None:
             self.last_print = now
             print(self.render(now), file=self.stream, flush=True)
 
-    def render(self, now: float) -> str:
-        elapsed = max(now - self.t0, 1e-9)
-        rate = self.done / elapsed
+    def render(self, now: float, final: bool = False) -> str:
+        rate = None if final else self.recent.rate(now)
+        if rate is None:  # the whole stream so far: at the end, or before a second chunk has finished
+            rate = self.done / (now - self.t0) if now > self.t0 else None
         if self.total and self.done > self.total:  # the archive holds images the metadata does not list
             eta, head = "?", f"{self.done} images ({self.total} listed)"
         elif self.total:
-            left = max(self.total - self.done, 0)
-            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            eta = format_duration(max(self.total - self.done, 0) / rate if rate else float("inf"))
             head = f"{self.done}/{self.total} images ({100.0 * self.done / self.total:.1f}%)"
         else:
             eta, head = "?", f"{self.done} images"
-        return f"[score] {head}  {rate:.1f} images/s  errors {self.errors}  ETA {eta}"
+        speed = f"{rate:.1f} images/s" if rate is not None else "? images/s"
+        tail = f"in {format_duration(now - self.t0)}" if final else f"ETA {eta}"
+        return f"[score] {head}  {speed}  errors {self.errors}  {tail}"
 
     def finish(self) -> None:
-        print(self.render(time.perf_counter()), file=self.stream, flush=True)
+        print(self.render(self.clock(), final=True), file=self.stream, flush=True)

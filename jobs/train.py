@@ -4,7 +4,7 @@ Class-weighted BCE, validation split by patient out of train_val_list.txt, per-l
 and a final AUROC on test_list.txt. Writes a checkpoint artifact (model.pt + manifest) that
 `tilescope quantize` turns into OpenVINO FP32/INT8.
 
-    tilescope train --archive runs/synth --out runs/ckpt --model dwsep_cnn --input-size 128
+    tilescope train --archive runs/synth --out runs/ckpt --backbone dwsep_cnn --input-size 128
     ray job submit --working-dir . -- python -m jobs.train --archive s3://bucket/nih --out s3://bucket/ckpt
 """
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from jobs.cli import coerce_choices, job_main, require_valid
+from jobs.provenance import tilescope_versions
 from storage.artifacts import write_artifact
 from storage.fs import check_reachable, exists, resolve
 from storage.image_sets import load_image_set
@@ -31,6 +32,10 @@ from xray.precision import Precision, choose_math_path
 from xray.splits import labels_for, split_by_patient
 from xray.training import EpochResult, fit, predict_probs
 
+FLAG_ALIASES = {"model": "backbone", "precision": "train_precision"}
+"""Old flag spellings (old name -> field), accepted with a warning for one release: --model now names only an
+artifact (score), and --precision only which IR runs (score)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -40,8 +45,8 @@ class TrainConfig:
     """Checkpoint artifact URI to create (local path or s3://); must not exist yet."""
     metadata: str | None = None
     """Data_Entry_2017.csv URI; default: beside the shards. Split lists are read from beside it."""
-    model: str = "densenet121"
-    """Backbone from the registry: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
+    backbone: str = field(default="densenet121", metadata={"choices": tuple(BACKBONES)})
+    """Architecture from the registry: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn."""
     input_size: int = 224
     """Square model input in pixels."""
     epochs: int = 5
@@ -54,8 +59,8 @@ class TrainConfig:
     """Share of train_val patients held out for validation."""
     seed: int = 0
     """Seed for the patient split, shuffling and initialisation."""
-    precision: Precision = Precision.AUTO
-    """auto (bf16 on AMX CPUs, else fp32), bf16 or fp32."""
+    train_precision: Precision = Precision.AUTO
+    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32."""
     threads: int = 0
     """torch threads; 0 = all cores of this process."""
     init_weights: str | None = None
@@ -82,8 +87,8 @@ class TrainSummary:
 
 def validate(cfg: TrainConfig) -> None:
     problems = []
-    if cfg.model not in BACKBONES:
-        problems.append(f"--model {cfg.model!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
+    if cfg.backbone not in BACKBONES:
+        problems.append(f"--backbone {cfg.backbone!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
     if cfg.input_size < 32:
         problems.append(f"--input-size {cfg.input_size} is below 32 pixels")
     if cfg.epochs < 1:
@@ -106,8 +111,8 @@ def run(cfg: TrainConfig) -> TrainSummary:
     meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    path = choose_math_path(cfg.precision)
-    spec = ModelSpec(cfg.model, LABELS, cfg.input_size)
+    path = choose_math_path(cfg.train_precision)
+    spec = ModelSpec(cfg.backbone, LABELS, cfg.input_size)
     model = build_model(spec, imagenet_backbone=cfg.imagenet_backbone)
     if cfg.init_weights:
         from storage.fs import read_bytes
@@ -140,7 +145,7 @@ def run(cfg: TrainConfig) -> TrainSummary:
         model=spec, split=SplitRecord(cfg.val_fraction, cfg.seed, len(train[0]), len(val[0]), len(test[0])),
         config=asdict(cfg), math_path=path.describe(), history=tuple(asdict(r) for r in history),
         test_auroc=tuple(test_auroc), test_mean_auroc=mean_auroc(test_auroc),
-        versions={"torch": torch.__version__},
+        versions={"torch": torch.__version__, **tilescope_versions()},
     )
     sha = write_artifact(cfg.out, {"model.pt": buf.getvalue()}, json.loads(json.dumps(manifest.to_json())),
                          cfg.s3_endpoint)
@@ -152,7 +157,7 @@ def run(cfg: TrainConfig) -> TrainSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(TrainConfig, run, "tilescope train", __doc__, argv)
+    return job_main(TrainConfig, run, "tilescope train", __doc__, argv, aliases=FLAG_ALIASES)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def tiny_models(tmp_path_factory) -> dict:
     models = []
     for seed in (0, 1):
         ckpt, model = str(root / f"ckpt{seed}"), str(root / f"model{seed}")
-        train.run(train.TrainConfig(archive=archive, out=ckpt, model="dwsep_cnn", input_size=64, epochs=1,
+        train.run(train.TrainConfig(archive=archive, out=ckpt, backbone="dwsep_cnn", input_size=64, epochs=1,
                                     batch_size=16, seed=seed))
         quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=24,
                                              eval_size=16, seed=seed))

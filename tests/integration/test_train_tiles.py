@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import score, synth, train_tiles
+from jobs.provenance import tilescope_versions
 from storage.artifacts import open_artifact
 from storage.results import HEATMAP_SHAPE_KEY
 from xray.labels import LABELS, prob_column
@@ -44,7 +45,7 @@ def archive(tmp_path_factory) -> str:
 
 def _config(archive: str, out: str, **kw) -> train_tiles.TrainTilesConfig:
     base = dict(archive=archive, out=out, image_size=96, tile_size=48, stride=48, backbone="dwsep_cnn",
-                epochs=8, batch_size=16, actor_cpus=1.0, calibration_size=16, precision="fp32", combiner="mean")
+                epochs=8, batch_size=16, actor_cpus=1.0, calibration_size=16, train_precision="fp32", combiner="mean")
     base.update(kw)
     return train_tiles.TrainTilesConfig(**base)
 
@@ -91,6 +92,7 @@ def test_positions_spread_survive_node_loss_and_rerun_is_noop(cluster, archive, 
     m = art.manifest
     assert m["kind"] == "ensemble" and m["grid"]["shape"] == [2, 2]
     assert [p["position"] for p in m["positions"]] == [0, 1, 2, 3]
+    assert {k: v for k, v in m["versions"].items() if k.startswith("tilescope")} == tilescope_versions()
     assert {n for p in m["positions"] for n in p["nodes"]} == trained_on
     for p in m["positions"]:
         assert b"FakeQuantize" in art.read(p["int8"]) or b'element_type="i8"' in art.read(p["int8"])

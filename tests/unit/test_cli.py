@@ -89,6 +89,9 @@ def test_flag_names_help_and_required(parser):
     assert "An example job." in text
     assert "Learning rate." in text
     assert "(default: 3)" in text
+    assert "Where the archive lives. (required)" in " ".join(text.split())
+    assert "(default: None)" not in text  # required flags and optional ones without a default
+    assert "Optional maximum drop.\n" in text.replace(" (default", "\n(default")
 
 
 def test_types_of_the_generated_flags(parser):
@@ -204,16 +207,18 @@ def test_job_enum_flags_list_their_choices():
     from jobs import quantize, report, score, synth, train, train_tiles
 
     expected = {
-        (score.ScoreConfig, "--precision"): ["int8", "fp32"],
+        (score.ScoreConfig, "--precision"): ["int8", "fp32", "bf16"],
         (quantize.QuantizeConfig, "--preset"): ["performance", "mixed"],
-        (train.TrainConfig, "--precision"): ["auto", "bf16", "fp32"],
+        (train.TrainConfig, "--train-precision"): ["auto", "bf16", "fp32"],
+        (train.TrainConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn"],
         (train_tiles.TrainTilesConfig, "--combiner"): ["mean", "max", "stacked"],
         (train_tiles.TrainTilesConfig, "--preset"): ["performance", "mixed"],
-        (train_tiles.TrainTilesConfig, "--precision"): ["auto", "bf16", "fp32"],
+        (train_tiles.TrainTilesConfig, "--train-precision"): ["auto", "bf16", "fp32"],
+        (train_tiles.TrainTilesConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn"],
         (synth.SynthConfig, "--csv-style"): ["2017", "2020"],
-        (report.ReportConfig, "--eval-split"): ["all", "train_val", "test"],
-        (report.ReportConfig, "--fit-split"): ["all", "train_val", "test"],
-        (report.ReportConfig, "--apply-split"): ["all", "train_val", "test"],
+        (report.ReportConfig, "--eval-split"): ["all", "train_val", "train", "val", "test"],
+        (report.ReportConfig, "--fit-split"): ["all", "train_val", "train", "val", "test"],
+        (report.ReportConfig, "--apply-split"): ["all", "train_val", "train", "val", "test"],
     }
     for (cls, flag), choices in expected.items():
         assert action(parser_for(cls, "tilescope x", ""), flag).choices == choices, (cls.__name__, flag)
@@ -230,7 +235,8 @@ def test_score_precision_flag_parses_to_irprecision_and_rejects_others(capsys):
     with pytest.raises(SystemExit) as info:
         dispatcher.main(["score", "--archive", "a", "--model", "m", "--out", "o", "--precision", "int4"])
     assert info.value.code == 2
-    assert "argument --precision: invalid choice: 'int4' (choose from 'int8', 'fp32')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --precision: invalid choice: 'int4' (choose from 'int8', 'fp32', 'bf16')" in err
 
 
 def test_configs_built_with_plain_strings_are_coerced_or_named():
@@ -244,42 +250,49 @@ def test_configs_built_with_plain_strings_are_coerced_or_named():
     score.validate(cfg)
     assert cfg.precision is IRPrecision.FP32
     tiles = train_tiles.TrainTilesConfig(archive="a", out="o", combiner="max", preset="mixed",
-                                         precision="bf16")
+                                         train_precision="bf16")
     train_tiles.validate(tiles)
-    assert (tiles.combiner, tiles.preset, tiles.precision) == (Combiner.MAX, QuantizationPreset.MIXED, Precision.BF16)
+    assert (tiles.combiner, tiles.preset, tiles.train_precision) == (Combiner.MAX, QuantizationPreset.MIXED,
+                                                                     Precision.BF16)
     assert type(tiles.combiner) is Combiner and type(tiles.preset) is QuantizationPreset
     rep = report.ReportConfig(results=("r",), metadata="m", out="o", eval_split="all")
     report.validate(rep)
-    assert rep.eval_split is Split.ALL and rep.fit_split is Split.TRAIN_VAL
+    assert rep.eval_split is Split.ALL and rep.fit_split is Split.VAL
 
     with pytest.raises(ValueError) as info:
         train_tiles.validate(train_tiles.TrainTilesConfig(archive="a", out="o", combiner="median",
-                                                          preset="fast", precision="fp8"))
+                                                          preset="fast", train_precision="fp8"))
     msg = str(info.value)
     assert "--combiner 'median' is not one of mean, max, stacked" in msg
     assert "--preset 'fast' is not one of performance, mixed" in msg
-    assert "--precision 'fp8' is not one of auto, bf16, fp32" in msg
+    assert "--train-precision 'fp8' is not one of auto, bf16, fp32" in msg
     assert msg.count("\n  - ") == 3
     with pytest.raises(ValueError) as info:
         report.validate(report.ReportConfig(results=("r",), metadata="m", out="o", eval_split="dev",
                                             apply_split="TEST"))
-    assert str(info.value) == ("invalid configuration:\n  - --eval-split 'dev' is not one of all, train_val, test"
-                               "\n  - --apply-split 'TEST' is not one of all, train_val, test")
+    assert str(info.value) == ("invalid configuration:\n  - --eval-split 'dev' is not one of all, train_val, train, "
+                               "val, test\n  - --apply-split 'TEST' is not one of all, train_val, train, val, test")
 
 
 # ---- the real jobs -----------------------------------------------------------------------------------------
 
 
 def job_configs() -> dict[str, type]:
+    from jobs.demo import DemoConfig
     from jobs.quantize import QuantizeConfig
     from jobs.score import ScoreConfig
     from jobs.synth import SynthConfig
     from jobs.train import TrainConfig
+    from jobs.train_tiles import TrainTilesConfig
 
-    return {"train": TrainConfig, "quantize": QuantizeConfig, "score": ScoreConfig, "synth": SynthConfig}
+    return {"train": TrainConfig, "quantize": QuantizeConfig, "score": ScoreConfig, "synth": SynthConfig,
+            "train_tiles": TrainTilesConfig, "demo": DemoConfig}
 
 
-@pytest.mark.parametrize("job", ["train", "quantize", "score", "synth"])
+JOB_MODULES = ["train", "quantize", "score", "synth", "train_tiles", "demo"]
+
+
+@pytest.mark.parametrize("job", JOB_MODULES)
 def test_every_job_config_field_has_a_docstring(job):
     cls = job_configs()[job]
     docs = field_docs(cls)
@@ -287,32 +300,44 @@ def test_every_job_config_field_has_a_docstring(job):
     assert all(docs.values())
 
 
-@pytest.mark.parametrize("job", ["train", "quantize", "score", "synth"])
-def test_python_m_job_help_lists_every_flag(job):
+@pytest.mark.parametrize("job", JOB_MODULES)
+def test_python_m_job_help_lists_every_flag_the_whole_description_and_the_examples(job):
+    import importlib
+
     proc = subprocess.run([sys.executable, "-m", f"jobs.{job}", "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "RAY_ADDRESS": ""})
+                          text=True, timeout=60, env={**os.environ, "RAY_ADDRESS": "", "COLUMNS": "100"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: tilescope {job}")
+    assert proc.stdout.startswith(f"usage: tilescope {job.replace('_', '-')}")
     cls = job_configs()[job]
     docs = field_docs(cls)
     flat = " ".join(proc.stdout.split())  # argparse wraps help text
     for f in dataclasses.fields(cls):
         assert "--" + f.name.replace("_", "-") in proc.stdout, f.name
         assert " ".join(docs[f.name].split()) in flat, f.name
+    assert "(default: None)" not in flat
+    doc = importlib.import_module(f"jobs.{job}").__doc__
+    prose = [block for block in doc.split("\n\n") if not block.strip("\n").startswith("    ")]
+    assert " ".join(prose[-1].split()) in flat  # the last paragraph too, not only the first line
+    examples = [line.strip() for line in doc.splitlines() if line.startswith("    ")]
+    assert examples and "\nexamples:\n" in proc.stdout
+    assert all(example in proc.stdout for example in examples)
+    for option in ("--config FILE", "--print-config", "--verbose"):
+        assert option in proc.stdout
 
 
 def test_train_validate_collects_every_problem():
     from jobs.train import TrainConfig, validate
 
     with pytest.raises(ValueError) as info:
-        validate(TrainConfig(archive="a", out="b", model="vgg16", epochs=0, batch_size=1, precision="fp8"))
+        validate(TrainConfig(archive="a", out="b", backbone="vgg16", epochs=0, batch_size=1,
+                             train_precision="fp8"))
     msg = str(info.value)
     choices = "densenet121, dwsep_cnn, mobilenet_v3_small, resnet18"
-    assert f"--model 'vgg16' is unknown; choose one of: {choices}" in msg
+    assert f"--backbone 'vgg16' is unknown; choose one of: {choices}" in msg
     assert "--epochs must be at least 1" in msg
-    assert "--batch-size" in msg and "--precision 'fp8'" in msg
+    assert "--batch-size" in msg and "--train-precision 'fp8'" in msg
     assert msg.count("\n  - ") == 4
-    validate(TrainConfig(archive="a", out="b", model="dwsep_cnn"))  # a good config passes
+    validate(TrainConfig(archive="a", out="b", backbone="dwsep_cnn"))  # a good config passes
 
 
 def test_score_quantize_synth_validate_collect_every_problem():
@@ -323,7 +348,7 @@ def test_score_quantize_synth_validate_collect_every_problem():
                                          actors=-1))
     msg = str(info.value)
     assert "--precision 'int4'" in msg and "--chunk-size" in msg and "--actors" in msg
-    assert "--precision 'int4' is not one of int8, fp32" in msg
+    assert "--precision 'int4' is not one of int8, fp32, bf16" in msg
     with pytest.raises(ValueError) as info:
         quantize.validate(quantize.QuantizeConfig(checkpoint="c", archive="a", out="o", calibration_size=0,
                                                   preset="fast", max_drop=1.5, eval_size=5))
@@ -378,11 +403,15 @@ def test_dispatcher_forwards_the_rest_to_the_job(capsys):
 
 
 def test_dispatcher_job_with_invalid_flags_exits_2_naming_them(capsys):
-    rc = dispatcher.main(["train", "--archive", "a", "--out", "b", "--model", "vgg16", "--epochs", "0"])
+    rc = dispatcher.main(["train", "--archive", "a", "--out", "b", "--batch-size", "1", "--epochs", "0"])
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("tilescope train: error: invalid configuration")
-    assert "--model 'vgg16'" in err and "--epochs" in err
+    assert "--batch-size" in err and "--epochs" in err
+    with pytest.raises(SystemExit) as info:  # a fixed set of values is checked by the parser, naming the choices
+        dispatcher.main(["train", "--archive", "a", "--out", "b", "--backbone", "vgg16"])
+    assert info.value.code == 2
+    assert "argument --backbone: invalid choice: 'vgg16' (choose from 'densenet121'" in capsys.readouterr().err
 
 
 def test_python_m_jobs_unknown_job_exits_2():
@@ -390,3 +419,177 @@ def test_python_m_jobs_unknown_job_exits_2():
                           timeout=60)
     assert proc.returncode == 2
     assert "unknown job 'nope'" in proc.stderr
+
+
+def test_dispatcher_lists_commands_in_one_aligned_column(capsys):
+    assert dispatcher.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    names = [row.split()[0] for row in rows]
+    assert set(names) == set(dispatcher.JOBS)
+    starts = {row.index(row.split()[1], len(name) + 2) for row, name in zip(rows, names, strict=True)}
+    assert len(starts) == 1  # every description starts in the same column, train-tiles included
+    assert out.index("jobs:") < out.index("  train-tiles ") < out.index("cluster:") < out.index("  submit ")
+    assert dispatcher.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("tilescope ")
+
+
+# ---- abbreviations, old spellings, config files ------------------------------------------------------------
+
+
+def test_a_prefix_of_a_flag_is_an_error_not_that_flag(capsys):
+    parser = parser_for(ExampleConfig, "tilescope example", "")
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--archive-uri", "a", "--epo", "3"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --epo 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the job a user runs: `--archiv` never becomes --archive
+        dispatcher.main(["score", "--archiv", "a", "--model", "m", "--out", "o"])
+    assert "unrecognized argument --archiv (did you mean --archive?); flags are never abbreviated" in \
+        capsys.readouterr().err
+
+
+def test_old_spellings_set_the_new_field_and_warn(capsys):
+    from jobs.train import FLAG_ALIASES, TrainConfig
+
+    parser = parser_for(TrainConfig, "tilescope train", "", aliases=FLAG_ALIASES)
+    cfg = config_from_args(TrainConfig, parser.parse_args(["--archive", "a", "--out", "o", "--model", "resnet18",
+                                                           "--precision", "fp32"]))
+    assert cfg.backbone == "resnet18" and cfg.train_precision == "fp32"
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["tilescope train: warning: --model is now --backbone; the old spelling still works in this "
+                   "release only",
+                   "tilescope train: warning: --precision is now --train-precision; the old spelling still works in "
+                   "this release only"]
+    text = parser.format_help()
+    assert "--model" not in text.split("options:")[1].replace("(was --model)", "")  # hidden, named by the new one
+    assert "(was --model)" in text and "(was --precision)" in text
+    with pytest.raises(SystemExit):  # an old spelling is checked like the new one
+        parser.parse_args(["--archive", "a", "--out", "o", "--model", "vgg16"])
+    assert "argument --model: invalid choice: 'vgg16'" in capsys.readouterr().err
+
+
+def test_config_file_values_with_the_command_line_winning(tmp_path, capsys):
+    from jobs.train import FLAG_ALIASES, TrainConfig
+    from jobs.train import main as train_main
+    from xray.precision import Precision
+
+    config = tmp_path / "train.yaml"
+    config.write_text("archive: s3://b/nih\nout: s3://b/ckpt\nbackbone: dwsep_cnn\ninput-size: 96\n"
+                      "batch_size: 16\nimagenet-backbone: false\ntrain-precision: bf16\nthreads: 2.0\n")
+    assert train_main(["--config", str(config), "--input-size", "128", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# tilescope train --config FILE")
+    again = tmp_path / "printed.yaml"
+    again.write_text(printed)
+    parser = parser_for(TrainConfig, "tilescope train", "", aliases=FLAG_ALIASES, common=True)
+    from jobs.cli import parse_job_args
+
+    cfg, _ = parse_job_args(TrainConfig, parser, ["--config", str(again)], FLAG_ALIASES)
+    assert cfg == TrainConfig(archive="s3://b/nih", out="s3://b/ckpt", backbone="dwsep_cnn", input_size=128,
+                              batch_size=16, train_precision=Precision.BF16, threads=2)
+    assert cfg.train_precision is Precision.BF16 and type(cfg.threads) is int
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("epochs: three\n", "epochs: invalid int value 'three'"),
+    ("epocs: 3\n", "'epocs' is not a flag of tilescope train"),
+    ("backbone: vgg16\n", "backbone: 'vgg16' is not one of densenet121, resnet18"),
+    ("train-precision: fp8\n", "train-precision: 'fp8' is not one of auto, bf16, fp32"),
+    ("imagenet-backbone: yes please\n", "imagenet-backbone: expected true or false"),
+    ("epochs: 2.5\n", "epochs: expected an integer"),
+    ("verbose: true\n", "'verbose' is not a flag of tilescope train"),
+    ("- a\n- b\n", "holds a list, not a mapping"),
+    ("a: [unclosed\n", "not YAML or JSON"),
+])
+def test_a_bad_config_file_exits_2_naming_the_file_and_the_key(tmp_path, capsys, body, message):
+    from jobs.train import main as train_main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("archive: a\nout: o\n" + body if body[0].isalpha() else body)
+    with pytest.raises(SystemExit) as info:
+        train_main(["--config", str(config)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --config {config}: " in err and message in err, err
+
+
+def test_a_missing_config_file_exits_2(tmp_path, capsys):
+    from jobs.score import main as score_main
+
+    with pytest.raises(SystemExit) as info:
+        score_main(["--config", str(tmp_path / "none.yaml")])
+    assert info.value.code == 2
+    assert "none.yaml: cannot read it" in capsys.readouterr().err
+
+
+def test_old_keys_in_a_config_file_warn(tmp_path, capsys):
+    from jobs.train import main as train_main
+
+    config = tmp_path / "old.yaml"
+    config.write_text("archive: a\nout: o\nmodel: resnet18\nprecision: fp32\n")
+    assert train_main(["--config", str(config), "--print-config"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: key 'model' is now 'backbone'" in captured.err
+    assert "\nbackbone: resnet18\n" in captured.out and "\ntrain-precision: fp32\n" in captured.out
+
+
+def test_replay_from_a_runs_record(tmp_path, capsys):
+    from jobs.score import ScoreConfig
+    from jobs.score import main as score_main
+
+    recorded = ScoreConfig(archive="s3://b/nih", model="s3://b/model", out="s3://b/scores",
+                           metadata="s3://b/nih/Data_Entry_2017.csv", precision="fp32", chunk_size=32,
+                           actor_cpus=2.0)
+    record = {"claim_version": 2, "run_id": "score-abc", "archive": "s3://b/nih", "shards": {},
+              "config": json.loads(json.dumps(dataclasses.asdict(recorded)))}
+    run_json = tmp_path / "_run.json"
+    run_json.write_text(json.dumps(record))
+    assert score_main(["--config", str(run_json), "--out", "s3://b/replay", "--print-config"]) == 0
+    captured = capsys.readouterr()
+    assert f"replaying the config recorded in {run_json}" in captured.err
+    lines = [line for line in captured.out.splitlines() if not line.startswith("#")]
+    assert lines[:4] == ["archive: s3://b/nih", "model: s3://b/model", "out: s3://b/replay",
+                         "metadata: s3://b/nih/Data_Entry_2017.csv"]
+    assert "precision: fp32" in lines and "chunk-size: 32" in lines and "actor-cpus: 2.0" in lines
+
+
+def test_print_config_without_required_flags_is_a_template(capsys):
+    from jobs.score import main as score_main
+
+    assert score_main(["--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "\narchive: null  # required\n" in out and "\nmodel: null  # required\n" in out
+    assert "\nprecision: int8\n" in out and "\nchunk-size: 64\n" in out
+
+
+def test_help_sections_reflow_prose_and_keep_examples():
+    from jobs.cli import help_sections
+
+    doc = """First line of the job,
+continued here.
+
+Second paragraph
+on two lines.
+
+- a list item
+- kept as written
+
+    tilescope x --a 1 \\
+        --b 2
+    ray job submit -- python -m jobs.x
+"""
+    description, epilog = help_sections(doc)
+    assert description == ("First line of the job, continued here.\n\nSecond paragraph on two lines.\n\n"
+                           "- a list item\n- kept as written")
+    assert epilog == "examples:\n  tilescope x --a 1 \\\n      --b 2\n  ray job submit -- python -m jobs.x"
+    assert help_sections(None) == ("", None)
+
+
+def test_submit_accepts_the_common_options_and_old_spellings_of_a_job():
+    from jobs import submit
+
+    fields = submit.job_fields("jobs.train")
+    assert {"config", "print_config", "verbose", "model", "precision", "backbone", "train_precision"} <= fields
+    assert submit.unknown_flags(("--config", "c.yaml", "--model", "resnet18", "--verbose"), fields) == []
+    assert submit.unknown_flags(("--model", "m"), submit.job_fields("jobs.train_tiles")) == ["--model"]

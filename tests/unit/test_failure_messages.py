@@ -88,11 +88,15 @@ def test_progress_never_reads_above_100_percent_when_the_archive_holds_unlisted_
 
     from jobs.score_stages import ProgressLine
 
-    line = ProgressLine(total=55, every_s=1e9, stream=io.StringIO())
-    line.update(rows=50, errors=1)
-    assert line.render(line.t0 + 10.0).startswith("[score] 50/55 images (90.9%)  5.0 images/s  errors 1  ETA 1s")
+    now = [100.0]
+    line = ProgressLine(total=55, every_s=1e9, stream=io.StringIO(), clock=lambda: now[0])
+    line.update(rows=10, errors=0)  # the first chunk starts the rate's window
+    now[0] = 108.0
+    line.update(rows=40, errors=1)
+    assert line.render(110.0) == "[score] 50/55 images (90.9%)  4.0 images/s  errors 1  ETA 1s"
+    now[0] = 112.0
     line.update(rows=10, errors=0)
-    assert line.render(line.t0 + 12.0) == "[score] 60 images (55 listed)  5.0 images/s  errors 1  ETA ?"
+    assert line.render(112.0) == "[score] 60 images (55 listed)  4.2 images/s  errors 1  ETA ?"
 
 
 def test_a_storage_failure_wrapped_by_ray_data_is_one_line_and_a_bug_keeps_its_traceback(capsys):
