@@ -4,7 +4,7 @@ Batch contract as Int8Scorer (actors/scorer.py): input `pixels` (B, 1, S, S) uin
 image size plus `status`; output drops `pixels` and adds `prob_<Label>` (the joined image probability,
 NaN on error rows), `heatmap` (B, L * C * C) float32 — the coarse heatmap per label, (label, row, col)
 order, C x C cells of gcd(tile, stride) pixels, overlap-averaged — `tile_max` (B,) (the highest
-probability any position gave any label) and `infer_ms`.
+probability any position gave any label), `infer_ms`, `precision` and `cpu_isa` (what ran, over all positions).
 
 Each image is tiled once, in memory; every position model runs on its tiles; the join is the
 artifact's default combiner (mean, max, or stacked with weights fit on validation at training time).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.openvino_ir import compile_ir, infer_async
+from actors.openvino_ir import RanPrecision, compile_ir, infer_async, precision_label
 from actors.scorer import Int8Scorer
 from storage.artifacts import open_typed
 from storage.results import HEATMAP, TILE_MAX
@@ -34,6 +34,16 @@ def heatmap_shape_for(grid: TileGrid, n_labels: int) -> tuple[int, int, int]:
     return (n_labels, probe.shape[2], probe.shape[3])
 
 
+def joint_ran(per_position: list[RanPrecision]) -> RanPrecision:
+    """What an ensemble runs: its positions' compute layers together, in one label."""
+    counts: dict[str, int] = {}
+    for ran in per_position:
+        for key, n in ran.compute.items():
+            counts[key] = counts.get(key, 0) + n
+    first = per_position[0]
+    return RanPrecision(first.requested, precision_label(counts), first.hint, first.cpu, dict(sorted(counts.items())))
+
+
 class EnsembleScorer(Int8Scorer):
     """Scores chunks with every position model of an ensemble artifact and joins them (same constructor
     and batch contract as Int8Scorer; `precision` picks each position's IR)."""
@@ -48,8 +58,10 @@ class EnsembleScorer(Int8Scorer):
         self._labels = list(m.labels)
         self._combiner = Combiner(m.combiner)
         self._stacked = StackedWeights.from_json(m.stacked)
-        self._queues = [compile_ir(artifact, xml, self.threads, self.streams, self.cache_dir)
-                        for xml in m.ir_paths(self.precision)]
+        compiled = [compile_ir(artifact, xml, self.threads, self.streams, self.cache_dir, self.precision)
+                    for xml in m.ir_paths(self.precision.ir)]
+        self._queues = [c.queue for c in compiled]
+        self._note_ran(joint_ran([c.ran for c in compiled]))
 
     def position_probs(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 1, S, S) uint8 -> (N, T, L) float32: every position model on its tiles."""

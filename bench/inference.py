@@ -1,43 +1,71 @@
-"""DenseNet-121 at 224x224: PyTorch FP32 eager vs OpenVINO FP32 vs OpenVINO INT8 (async), in one run.
+"""Inference: DenseNet-121 at 224x224 in one run — PyTorch FP32 eager; the Int8Scorer actor class in FP32 (f32
+hint), bf16 and INT8; OpenVINO's own benchmark_app on the same INT8 IR — and INT8 agreement with FP32 on a
+model trained by `tilescope train`: AUROC, |p_fp32 - p_int8| (median, p99, max), flag flips, per recipe, with
+why |dp| is large (relative error after each layer) and what bringing p99 to 0.02 costs.
 
-Also trains a small model with `tilescope train` on a synthetic archive and compares INT8 vs FP32 mean AUROC
-on the test split (from `tilescope quantize`'s evaluation).
-
-    .venv/bin/python -m bench.inference            (about 5-8 minutes on 2 cores)
+    .venv/bin/python -m bench.inference              (about 8-12 minutes on 2 cores; writes docs/BENCHMARKS.md)
+    .venv/bin/python -m bench.inference --quick      (under a minute: tiny sizes, prints, writes nothing)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from actors.openvino_ir import export_fp32
+from actors.openvino_ir import (
+    ActivationRanges,
+    IRPrecision,
+    compile_cpu,
+    export_fp32,
+    ir_bytes,
+    quantize_int8,
+)
+from actors.scorer import Int8Scorer
 from bench.doc_sections import machine_line, write_section
 from jobs import quantize, synth, train
+from storage.artifacts import write_artifact
+from xray.cpu_isa import this_cpu
 from xray.labels import LABELS
+from xray.manifests import ModelManifest, SplitRecord
 from xray.models import ModelSpec, WithSigmoid, build_model
 from xray.synth import synth_case
 
-SIZE = 224
+
+@dataclass(frozen=True)
+class Setting:
+    size: int = 224
+    seconds: float = 10.0
+    batches: tuple[int, ...] = (1, 8)
+    calibration: int = 64
+    n_images: int = 1200
+    epochs: int = 15
+    input_size: int = 128
 
 
-def calibration_images(n: int) -> np.ndarray:
+QUICK = Setting(size=64, seconds=1.0, batches=(8,), calibration=8, n_images=200, epochs=2, input_size=48)
+
+
+def synthetic_pixels(n: int, size: int) -> np.ndarray:
+    """(n, 1, size, size) uint8 from the synthetic X-ray generator (calibration and timing input)."""
     from PIL import Image
 
-    out = []
-    for i in range(n):
-        img = Image.fromarray(synth_case(i, 0, 512).image).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        out.append(np.asarray(img)[None])
-    return np.stack(out).astype(np.uint8)
+    out = [np.asarray(Image.fromarray(synth_case(i, 0, 512).image).resize((size, size), Image.Resampling.BILINEAR))
+           for i in range(n)]
+    return np.stack(out)[:, None].astype(np.uint8)
 
 
-def torch_eager(model: torch.nn.Module, batch: int, seconds: float) -> float:
-    x = torch.randint(0, 255, (batch, 1, SIZE, SIZE), dtype=torch.uint8).float()
+def torch_eager(model: torch.nn.Module, pixels: np.ndarray, batch: int, seconds: float) -> float:
+    x = torch.from_numpy(pixels[:batch]).float()
     with torch.inference_mode():
         model(x)  # warm-up
         n, t0 = 0, time.perf_counter()
@@ -47,80 +75,224 @@ def torch_eager(model: torch.nn.Module, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def openvino_async(ov_model, batch: int, seconds: float) -> float:
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(ov_model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
-    nreq = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-    queue = ov.AsyncInferQueue(compiled, nreq)
-    x = np.random.default_rng(0).integers(0, 255, (batch, 1, SIZE, SIZE), dtype=np.uint8)
-    for _ in range(nreq):
-        queue.start_async({0: x})
-    queue.wait_all()
+def scorer_throughput(scorer: Int8Scorer, pixels: np.ndarray, seconds: float) -> float:
+    """Images/s of the actor class's own inference path (compile settings, async queue), `pixels` per call."""
+    scorer.infer(pixels)  # compile + warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        queue.start_async({0: x})
-        n += batch
-    queue.wait_all()
+        scorer.infer(pixels)
+        n += len(pixels)
     return n / (time.perf_counter() - t0)
 
 
-def speed(seconds: float) -> dict:
-    import nncf
+def benchmark_app(xml: str, seconds: float, extra: list[str]) -> float:
+    """OpenVINO's benchmark_app (from the openvino wheel) on an IR: its reported throughput in images/s. Run with
+    OpenVINO's telemetry off, as tilescope runs it (actors/openvino_ir.py)."""
+    code = ("import sys; sys.modules['openvino_telemetry'] = None; "
+            "from openvino.tools.benchmark.main import main; sys.argv = ['benchmark_app'] + sys.argv[1:]; "
+            "sys.exit(main())")
+    cmd = [sys.executable, "-c", code, "-m", xml, "-d", "CPU", "-t", f"{max(seconds, 1):g}", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    m = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out.stdout)
+    if out.returncode != 0 or m is None:
+        raise RuntimeError(f"benchmark_app failed ({out.returncode}): {(out.stdout + out.stderr)[-2000:]}")
+    return float(m.group(1))
 
+
+def speed(s: Setting, workdir: str) -> dict:
+    """DenseNet-121 (random weights, seeded) at s.size: every path's images/s, and the scorer vs benchmark_app."""
+    cores = os.cpu_count() or 1
     torch.manual_seed(0)
-    model = build_model(ModelSpec("densenet121", LABELS, SIZE)).eval()
-    results: dict[str, dict[int, float]] = {"pytorch_fp32_eager": {}, "openvino_fp32": {}, "openvino_int8": {}}
-    for batch in (1, 8, 32):
-        results["pytorch_fp32_eager"][batch] = torch_eager(WithSigmoid(model).eval(), batch, seconds)
-    fp32 = export_fp32(model, SIZE)
-    calib = calibration_images(64)
-    int8 = nncf.quantize(fp32, nncf.Dataset(list(calib), lambda x: x[None]), subset_size=len(calib))
-    for batch in (1, 8):
-        results["openvino_fp32"][batch] = openvino_async(fp32, batch, seconds)
-        results["openvino_int8"][batch] = openvino_async(int8, batch, seconds)
-    return results
+    model = build_model(ModelSpec("densenet121", LABELS, s.size)).eval()
+    pixels = synthetic_pixels(max(max(s.batches) * 4, s.calibration), s.size)
+    res: dict = {"pytorch_fp32_eager": {b: torch_eager(WithSigmoid(model).eval(), pixels, b, s.seconds)
+                                        for b in (1, 8, 32) if b <= len(pixels)}}
+    fp32 = export_fp32(model, s.size)
+    int8 = quantize_int8(fp32, pixels[: s.calibration], ranges=ActivationRanges.HISTOGRAM)
+    artifact = os.path.join(workdir, "densenet121")
+    write_artifact(artifact, {**ir_bytes(fp32, "fp32"), **ir_bytes(int8, "int8")},
+                   ModelManifest(model="densenet121", labels=LABELS, input_size=s.size,
+                                 irs={"fp32": "fp32/model.xml", "int8": "int8/model.xml"}, split=SplitRecord(0.15, 0)))
+    # One stream of one thread per core: what score's default pool (one actor per CPU, one stream each) amounts to.
+    streams = cores
+    ran = {}
+    for precision in IRPrecision:
+        res[f"scorer_{precision}"] = {}
+        for b in s.batches:
+            scorer = Int8Scorer(artifact, precision=precision, threads=cores, streams=streams, infer_batch=b,
+                                cache_dir=os.path.join(workdir, "cache"))
+            # Four requests' worth per stream and call: every stream stays busy, as in a scoring chunk.
+            calls = np.resize(pixels, (b * streams * 4, *pixels.shape[1:]))
+            res[f"scorer_{precision}"][b] = scorer_throughput(scorer, calls, s.seconds)
+            ran[str(precision)] = scorer.ran.precision
+    xml = os.path.join(artifact, "int8", "model.xml")
+    bench = {"benchmark_app_int8 (its own throughput hint, b1)": benchmark_app(xml, s.seconds, [
+        "-hint", "throughput", "-shape", f"[1,1,{s.size},{s.size}]", "-infer_precision", "f32"])}
+    for b in s.batches:
+        bench[f"benchmark_app_int8 (scorer's settings, b{b})"] = benchmark_app(xml, s.seconds, [
+            "-hint", "none", "-nstreams", str(streams), "-nthreads", str(cores), "-nireq", str(streams),
+            "-b", str(b), "-shape", f"[{b},1,{s.size},{s.size}]", "-infer_precision", "f32", "-pin", "NO"])
+    return {"speed": res, "benchmark_app": bench, "ran": ran, "streams": streams, "cores": cores}
 
 
-def accuracy(workdir: str) -> quantize.QuantizeSummary:
-    archive = os.path.join(workdir, "archive")
-    synth.run(synth.SynthConfig(out=archive, n_images=1200, size=256, shards=2, seed=7))
-    train.run(train.TrainConfig(archive=archive, out=os.path.join(workdir, "ckpt"), model="dwsep_cnn",
-                                input_size=128, epochs=15, seed=0))
-    return quantize.run(quantize.QuantizeConfig(checkpoint=os.path.join(workdir, "ckpt"), archive=archive,
-                                                out=os.path.join(workdir, "model"), calibration_size=300,
-                                                eval_size=1000, seed=0))
+# Quantization recipes compared on the trained model: name -> QuantizeConfig fields. The first is the default.
+RECIPES: dict[str, dict] = {
+    "default: histogram ranges, fast bias correction": {},
+    "NNCF's own defaults: min/max ranges": {"ranges": "minmax"},
+    "histogram + full bias correction": {"bias_correction": "full"},
+    "histogram, 64 calibration images": {"calibration_size": 64},
+    "histogram, Sigmoid and head MatMul kept in FP32": {"ignored_types": ("Sigmoid", "MatMul")},
+    "histogram + accuracy control --max-prob-diff 0.02": {"max_prob_diff": 0.02},
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
-    args = parser.parse_args()
-    res = speed(args.seconds)
+def layer_errors(model_dir: str, pixels: np.ndarray) -> dict:
+    """Why INT8 drifts, measured on `pixels` (FP32 and INT8 both with the f32 hint): the relative L2 error of INT8
+    vs FP32 after each ReLU, input to output; how heavy-tailed each ReLU's output is (its max over the mean of its
+    positive values: the per-tensor 8-bit step follows the max); and the FP32 logits' size."""
+    import openvino as ov
+
+    core = ov.Core()
+    fp32, int8 = (core.read_model(os.path.join(model_dir, p, "model.xml")) for p in ("fp32", "int8"))
+    names = [op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() == "Relu"]
+    outs = []
+    for model in (fp32, int8):
+        by_name = {op.get_friendly_name(): op for op in model.get_ops()}
+        model.add_outputs([by_name[n].output(0) for n in names])
+        compiled = compile_cpu(model, IRPrecision.FP32)
+        result = compiled(pixels)
+        outs.append([result[compiled.outputs[k]] for k in range(len(names) + 1)])
+    (p32, *a32), (_, *a8) = outs
+    tails = [float(a.max() / max(a[a > 0].mean(), 1e-12)) for a in a32]
+    logits = np.abs(np.log(np.clip(p32, 1e-7, 1 - 1e-7) / np.clip(1 - p32, 1e-7, 1)))
+    return {"relative_error": [float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12))
+                               for a, b in zip(a32, a8, strict=True)],
+            "max_over_mean": (float(np.min(tails)), float(np.max(tails))),
+            "abs_logit": (float(np.median(logits)), float(np.quantile(logits, 0.99)))}
+
+
+def accuracy(s: Setting, workdir: str, streams: int) -> dict:
+    """Train the model `tilescope train` trains in the demo's style, quantize it with every recipe."""
+    archive, ckpt = os.path.join(workdir, "archive"), os.path.join(workdir, "ckpt")
+    synth.run(synth.SynthConfig(out=archive, n_images=s.n_images, size=256, shards=2, seed=7))
+    train.run(train.TrainConfig(archive=archive, out=ckpt, backbone="dwsep_cnn", input_size=s.input_size,
+                                epochs=s.epochs, seed=0))
+    cores = os.cpu_count() or 1
+    pixels = synthetic_pixels(8 * streams * 4, s.input_size)
+    rows = {}
+    for k, (name, fields) in enumerate(RECIPES.items()):
+        out = os.path.join(workdir, f"model{k}")
+        summary = quantize.run(quantize.QuantizeConfig(**{
+            "checkpoint": ckpt, "archive": archive, "out": out, "calibration_size": 300, "eval_size": 1000,
+            "seed": 0, "bf16_metrics": k == 0, **fields}))
+        scorer = Int8Scorer(out, precision="int8", threads=cores, streams=streams, infer_batch=8,
+                            cache_dir=os.path.join(workdir, "cache"))
+        with open(os.path.join(out, "manifest.json")) as f:
+            eval_images = json.load(f)["metrics"]["eval_images"]
+        compute = summary.ran["int8"]["compute_layers"]
+        floats = sum(n for key, n in compute.items() if not key.endswith((":u8", ":i8")))
+        rows[name] = {"summary": summary, "images_per_s": scorer_throughput(scorer, pixels, s.seconds),
+                      "float_layers": f"{floats}/{sum(compute.values())}", "eval_images": eval_images}
+    eval_pixels = synthetic_pixels(32, s.input_size)
+    return {"recipes": rows, "why": layer_errors(os.path.join(workdir, "model0"), eval_pixels)}
+
+
+def render(s: Setting, sp: dict, acc: dict, command: str) -> str:
+    res = sp["speed"]
     best = {k: max(v.values()) for k, v in res.items()}
     base = best["pytorch_fp32_eager"]
-    with tempfile.TemporaryDirectory() as tmp:
-        acc = accuracy(tmp)
-    rows = "\n".join(
-        f"| {name} | " + ", ".join(f"b{b}: {v:.1f}" for b, v in per.items()) + f" | {best[name]:.1f} | "
-        f"{best[name] / base:.2f}x |" for name, per in res.items())
-    delta = acc.int8_mean_auroc - acc.fp32_mean_auroc
-    md = f"""## Inference: DenseNet-121 at 224x224 (issue 2)
+    rows = "\n".join(f"| {name} | " + ", ".join(f"b{b}: {v:.1f}" for b, v in per.items()) +
+                     f" | {best[name]:.1f} | {best[name] / base:.2f}x |" for name, per in res.items())
+    app = sp["benchmark_app"]
+    app_rows = "\n".join(f"| {k} | {v:.1f} | {best['scorer_int8'] / v:.2f}x |" for k, v in app.items())
+    cpu = this_cpu()
+    recipes = acc["recipes"]
+    default = next(iter(recipes.values()))
+    d0 = default["summary"]
+    rec_rows = "\n".join(
+        f"| {name} | {r['summary'].fp32_mean_auroc:.4f} | {r['summary'].int8_mean_auroc:.4f} | "
+        f"{r['summary'].median_abs_prob_diff:.4f} | {r['summary'].p99_abs_prob_diff:.4f} | "
+        f"{r['summary'].max_abs_prob_diff:.4f} | {np.nanmax(r['summary'].flip_share):.3f} | {r['float_layers']} | "
+        f"{r['images_per_s']:.1f} ({r['images_per_s'] / default['images_per_s']:.2f}x) |" for name, r in recipes.items())
+    controlled = recipes["histogram + accuracy control --max-prob-diff 0.02"]
+    p99 = {name: r["summary"].p99_abs_prob_diff for name, r in recipes.items()}
+    bf16 = (d0.bf16 or {}).get("abs_prob_diff", {})
+    why = acc["why"]
+    met = d0.p99_abs_prob_diff <= 0.02
+    app_best = max(app.values())
+    ratio = best["scorer_int8"] / app_best
+    met_by = [name for name, v in p99.items() if v <= 0.02 and "accuracy control" not in name]
+    cost = ((f"Met without accuracy control by: {'; '.join(met_by)}. " if met_by else
+             "Not met by any recipe above without accuracy control. ") +
+            f"Accuracy control on the same preset "
+            f"(`--max-prob-diff 0.02`) reaches p99 {controlled['summary'].p99_abs_prob_diff:.4f} by leaving "
+            f"{controlled['float_layers']} compute layers in float, at {controlled['images_per_s'] / default['images_per_s']:.2f}x "
+            "the default INT8 throughput (and NNCF's layer search at quantize time): that is what it costs.")
+    return f"""## Inference: DenseNet-121 at {s.size}x{s.size}, and INT8 agreement (issues 2, 12)
 
-Command: `.venv/bin/python -m bench.inference --seconds {args.seconds:g}`
-Machine: {machine_line()}; torch threads = {torch.get_num_threads()}.
+Command: `{command}`
+Machine: {machine_line()}; ISA class {cpu.isa.value}, native bf16 {'yes' if cpu.bf16 else 'no'}; torch threads =
+{torch.get_num_threads()}. Every OpenVINO run sets its inference precision (f32; bf16 only when asked); what ran,
+read back from each compiled model: {', '.join(f'{k} -> {v}' for k, v in sp['ran'].items())}.
 
 | path | images/s per batch size | best images/s | vs PyTorch FP32 eager |
 |---|---|---|---|
 {rows}
 
-INT8 vs FP32 accuracy on a model trained by `tilescope train` (dwsep_cnn, 128 px, 15 epochs, synthetic archive
-of 1200 images), evaluated on its test split: mean AUROC FP32 {acc.fp32_mean_auroc:.4f}, INT8
-{acc.int8_mean_auroc:.4f}, delta {delta:+.4f} (target |delta| <= 0.005: {'met' if abs(delta) <= 0.005 else 'NOT met'});
-max |p_fp32 - p_int8| {acc.max_abs_prob_diff:.4f}.
+`scorer_*` is the Int8Scorer actor class itself (actors/scorer.py: its compile settings and async queue) in one
+process on the {sp['cores']} cores: {sp['streams']} stream(s), batch b, {sp['cores']} threads. Against OpenVINO's own
+`benchmark_app` on the same INT8 IR, with the same f32 hint for what is not INT8:
+
+| benchmark_app run | images/s | scorer INT8 best / it |
+|---|---|---|
+{app_rows}
+
+Target: the scorer reaches >= 0.95x of benchmark_app's best throughput: {ratio:.2f}x, {'met' if ratio >= 0.95 else 'NOT met'}.
+
+### INT8 agreement with FP32 (issue 12)
+
+A dwsep_cnn trained by `tilescope train` ({s.input_size} px, {s.epochs} epochs, synthetic archive of {s.n_images} images),
+quantized by `tilescope quantize` with each recipe (performance preset, 300 calibration images unless said),
+evaluated on {default['eval_images']} images of its test split, FP32 and INT8 both with the f32 hint. Flip: the
+share of images whose flag at the FP32 Youden threshold changes under INT8 (worst label). INT8 images/s: the
+Int8Scorer on this {s.input_size} px model, batch 8.
+
+| recipe | FP32 AUROC | INT8 AUROC | median abs dp | p99 abs dp | max abs dp | worst flip | float layers | INT8 images/s |
+|---|---|---|---|---|---|---|---|---|
+{rec_rows}
+
+bf16 (the FP32 IR with the bf16 hint, ran as {d0.ran.get('bf16', {}).get('precision', '?')}) against FP32 on the same images:
+median {bf16.get('median', float('nan')):.4f}, p99 {bf16.get('p99', float('nan')):.4f}, max {bf16.get('max', float('nan')):.4f}.
+
+Why |dp| is large (default recipe, {len(why['relative_error'])} ReLUs): the relative error of INT8 vs FP32 after each
+ReLU grows with depth, {' -> '.join(f'{100 * e:.1f}%' for e in why['relative_error'])}. Each activation is quantized per
+tensor to 8 bits with a step set by its largest values, and ReLU outputs are heavy-tailed (max / mean of the
+positive values {why['max_over_mean'][0]:.0f}-{why['max_over_mean'][1]:.0f}x), so every layer adds noise and it compounds; the
+FP32 logits are large (median |logit| {why['abs_logit'][0]:.1f}, p99 {why['abs_logit'][1]:.1f}), so a relative logit error of
+this size moves p by 0.1 or more near 0.5. Not the sigmoid (fused into the last layer, computed in f32): Sigmoid and
+head MatMul kept in FP32 give p99 {p99['histogram, Sigmoid and head MatMul kept in FP32']:.4f} against {p99['default: histogram ranges, fast bias correction']:.4f}.
+Not calibration size: 64 images give {p99['histogram, 64 calibration images']:.4f}. Range clipping matters for the tail: min/max
+ranges (no clipping of calibration values, a coarser step) give {p99["NNCF's own defaults: min/max ranges"]:.4f}, histogram ranges
+(rare outliers clipped, a finer step) the default's {p99['default: histogram ranges, fast bias correction']:.4f}.
+
+Target p99 |dp| <= 0.02 with the default (performance) preset: {d0.p99_abs_prob_diff:.4f}, {'met' if met else 'NOT met'}.
+{'' if met else cost}
 """
-    write_section("inference", md)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes to check the benchmark runs; writes nothing")
+    args = parser.parse_args()
+    s = QUICK if args.quick else Setting(seconds=args.seconds)
+    command = ".venv/bin/python -m bench.inference" + (" --quick" if args.quick else f" --seconds {args.seconds:g}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sp = speed(s, tmp)
+        acc = accuracy(s, tmp, sp["streams"])
+    md = render(s, sp, acc, command)
+    if not args.quick:
+        write_section("inference", md)
     print(md)
 
 

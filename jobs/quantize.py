@@ -1,9 +1,15 @@
-"""Export a trained checkpoint to OpenVINO IR and quantize it to INT8 with NNCF post-training quantization.
+"""Quantize a model to INT8 with NNCF post-training quantization, and measure how closely INT8 follows FP32.
 
-Calibration uses a seeded subset of the archive's train_val images (default 300). With --max-drop, NNCF's
-accuracy-control loop keeps layers in FP32 until the mean AUROC on a labelled validation subset drops by at
-most that much. The result is an artifact directory with fp32/ and int8/ IR and a manifest (labels, input
-contract, sha256 of every file, versions, calibration, FP32 vs INT8 metrics).
+The source is a checkpoint artifact (`tilescope train`, or `tilescope import --weights`), exported here to an
+FP32 IR, or a model artifact holding an FP32 IR (`tilescope import --onnx / --ir`). Calibration uses a seeded
+subset of the archive's train_val images (default 300); on a seeded subset of its test images the FP32 IR (in
+f32 whatever the CPU), the INT8 IR and, by default, the FP32 IR in bf16 are compared: per-label AUROC,
+median / p99 / max |p_fp32 - p_int8|, and per label the share of images whose flag at the FP32 Youden
+threshold flips. The manifest records every figure and what each run actually ran on which CPU class.
+
+Accuracy control: with --max-drop (mean AUROC, absolute) and/or --max-prob-diff (p99 |p_fp32 - p_int8|),
+NNCF keeps layers in float until both hold on the evaluation images. The result is measured again; if it does
+not hold, the job fails (exit 2) saying what it reached, and writes nothing.
 
     tilescope quantize --checkpoint runs/ckpt --archive runs/synth --out runs/model
     ray job submit --working-dir . -- python -m jobs.quantize --checkpoint s3://b/ckpt --archive s3://b/nih \
@@ -12,28 +18,53 @@ contract, sha256 of every file, versions, calibration, FP32 vs INT8 metrics).
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
-from actors.openvino_ir import QuantizationPreset, export_fp32, infer_probs, ir_bytes, quantize_int8
+from actors.openvino_ir import (
+    AccuracyControl,
+    ActivationRanges,
+    BiasCorrection,
+    IRPrecision,
+    QuantizationPreset,
+    RanPrecision,
+    compile_cpu,
+    export_fp32,
+    infer_compiled,
+    ir_bytes,
+    ir_files,
+    quantize_int8,
+    read_ir,
+    what_ran,
+)
 from jobs.cli import coerce_choices, job_main, require_valid
-from storage.artifacts import open_typed, write_artifact
+from jobs.provenance import tilescope_versions
+from storage.artifacts import Artifact, open_typed, write_artifact
 from storage.fs import check_reachable, exists, resolve
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
-from xray.manifests import ArtifactKind, ModelManifest
+from xray.agreement import Agreement, agreement
+from xray.labels import LABELS
+from xray.manifests import (
+    DEFAULT_VAL_FRACTION,
+    ArtifactKind,
+    CheckpointManifest,
+    ModelManifest,
+    SplitRecord,
+    normalization_text,
+)
 from xray.metrics import mean_auroc, per_label_auroc
-from xray.models import build_model, load_state
 from xray.splits import labels_for, split_by_patient
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     checkpoint: str
-    """Checkpoint artifact written by `tilescope train` (local or s3://)."""
+    """Checkpoint artifact (tilescope train, tilescope import --weights) or model artifact with an FP32 IR
+    (tilescope import --onnx / --ir), local or s3://."""
     archive: str
     """Archive to draw the calibration and evaluation images from."""
     out: str
@@ -43,17 +74,25 @@ class QuantizeConfig:
     calibration_size: int = 300
     """Images in the seeded calibration subset (drawn from train_val)."""
     eval_size: int = 500
-    """Labelled test-split images on which FP32 and INT8 AUROC are compared (0 = skip)."""
+    """Labelled test-split images on which FP32, INT8 and bf16 are compared (0 = skip)."""
     preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
     """NNCF preset: performance (symmetric) or mixed (asymmetric activations)."""
+    ranges: ActivationRanges = ActivationRanges.HISTOGRAM
+    """Activation ranges from the calibration histogram (clips rare outliers) or NNCF's min/max."""
+    bias_correction: BiasCorrection = BiasCorrection.FAST
+    """NNCF bias correction: fast (one pass) or full (layer by layer; slow on deep models)."""
     ignored_names: tuple[str, ...] = ()
     """Layer names NNCF must leave in FP32."""
     ignored_types: tuple[str, ...] = ()
     """OpenVINO op types NNCF must leave in FP32 (e.g. Sigmoid)."""
     max_drop: float | None = None
-    """Accuracy control: maximum absolute drop of mean AUROC allowed for INT8 (off when unset)."""
+    """Accuracy control: most absolute drop of mean AUROC allowed for INT8 on the evaluation images."""
+    max_prob_diff: float | None = None
+    """Accuracy control: most p99 |p_fp32 - p_int8| allowed on the evaluation images (e.g. 0.02)."""
+    bf16_metrics: bool = True
+    """Also compare the FP32 IR run in bf16 with FP32 (native on AMX / avx512_bf16 CPUs)."""
     seed: int = 0
-    """Seed of the calibration subset."""
+    """Seed of the calibration and evaluation subsets."""
     s3_endpoint: str | None = None
     """S3 endpoint for MinIO/Ceph/moto; default from the environment."""
 
@@ -68,6 +107,18 @@ class QuantizeSummary:
     int8_mean_auroc: float
     max_abs_prob_diff: float
     seconds: float
+    median_abs_prob_diff: float = math.nan
+    p99_abs_prob_diff: float = math.nan
+    flip_share: tuple[float, ...] = ()
+    """Per label: share of evaluation images whose flag at the FP32 Youden threshold flips under INT8."""
+    bf16: dict | None = None
+    """bf16 vs FP32 agreement (Agreement.to_json), when measured."""
+    ran: dict = field(default_factory=dict)
+    """fp32 / int8 / bf16 -> what ran (RanPrecision.to_json)."""
+
+
+class AgreementNotReached(ValueError):
+    """Accuracy control could not bring INT8 within --max-drop / --max-prob-diff: nothing is written."""
 
 
 def validate(cfg: QuantizeConfig) -> None:
@@ -79,9 +130,136 @@ def validate(cfg: QuantizeConfig) -> None:
     problems += coerce_choices(cfg)
     if cfg.max_drop is not None and not 0.0 <= cfg.max_drop < 1.0:
         problems.append("--max-drop must be in [0, 1)")
-    if cfg.max_drop is not None and cfg.eval_size < 10:
-        problems.append("--max-drop needs --eval-size of at least 10 labelled images")
+    if cfg.max_prob_diff is not None and not 0.0 < cfg.max_prob_diff <= 1.0:
+        problems.append("--max-prob-diff must be in (0, 1]")
+    for flag, value in (("--max-drop", cfg.max_drop), ("--max-prob-diff", cfg.max_prob_diff)):
+        if value is not None and cfg.eval_size < 10:
+            problems.append(f"{flag} needs --eval-size of at least 10 labelled images")
     require_valid(problems)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What is quantized: an FP32 OpenVINO model and what the new artifact says about where it came from."""
+
+    model: str
+    labels: tuple[str, ...]
+    input_size: int
+    normalization: str
+    fp32: object  # openvino.Model
+    fp32_files: dict[str, bytes]
+    split: SplitRecord | None
+    origin: dict
+    imported: dict
+    versions: dict
+
+
+def load_source(cfg: QuantizeConfig) -> Source:
+    """The --checkpoint artifact as an FP32 OpenVINO model (a checkpoint is exported, a model artifact read)."""
+    artifact, manifest = open_typed(cfg.checkpoint, cfg.s3_endpoint, "--checkpoint", ArtifactKind.CHECKPOINT,
+                                    ArtifactKind.MODEL)
+    origin = {"uri": artifact.uri, "sha256": artifact.sha256, "kind": manifest.kind.value}
+    if isinstance(manifest, CheckpointManifest):
+        return _from_checkpoint(artifact, manifest, origin)
+    assert isinstance(manifest, ModelManifest)
+    xml = manifest.ir_path(IRPrecision.FP32.ir)
+    files = {f"fp32/model.{ext}": data for ext, data in zip(("xml", "bin"), ir_files(artifact, xml).values(),
+                                                              strict=True)}
+    return Source(manifest.model, manifest.labels, manifest.input_size, manifest.normalization,
+                  read_ir(artifact, xml), files, manifest.split, origin, dict(manifest.source), {})
+
+
+def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: dict) -> Source:
+    import torch
+
+    from xray.models import build_model, load_state
+
+    spec = manifest.model
+    model = build_model(spec)
+    load_state(model, artifact.read("model.pt"), artifact.uri)
+    model.eval()
+    fp32 = export_fp32(model, spec.input_size)
+    return Source(spec.name, spec.labels, spec.input_size, normalization_text(spec.mean, spec.std), fp32,
+                  ir_bytes(fp32, "fp32"), manifest.split, origin, dict(manifest.source),
+                  {"torch": torch.__version__})
+
+
+@dataclass(frozen=True)
+class ImageSubsets:
+    """Calibration pixels (C, 1, S, S); evaluation ids (M,), pixels (M, 1, S, S) and labels (M, L)."""
+
+    calibration: np.ndarray
+    eval_ids: tuple[str, ...]
+    eval_pixels: np.ndarray
+    eval_labels: np.ndarray
+
+
+def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
+    """Seeded calibration images from train_val and evaluation images from test, for the model's split (an
+    imported model has none: train_val and test as the archive's lists give them)."""
+    meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
+    record = source.split or SplitRecord(DEFAULT_VAL_FRACTION, 0)
+    split = split_by_patient(meta, record.val_fraction, record.seed)
+    rng = np.random.default_rng(cfg.seed)
+    pool = sorted(split.train | split.val)
+    calib_ids = set(rng.choice(pool, size=min(cfg.calibration_size, len(pool)), replace=False).tolist())
+    eval_pool = sorted(split.test)
+    eval_ids = set(rng.choice(eval_pool, size=min(cfg.eval_size, len(eval_pool)), replace=False).tolist()) \
+        if cfg.eval_size else set()
+    images = load_image_set(cfg.archive, calib_ids | eval_ids, source.input_size, cfg.s3_endpoint)
+    pick = {i: k for k, i in enumerate(images.ids)}
+    calibration = images.pixels[[pick[i] for i in images.ids if i in calib_ids]]
+    if len(calibration) == 0:
+        raise ValueError(f"--archive {cfg.archive}: no decodable calibration images found")
+    eval_order = tuple(i for i in images.ids if i in eval_ids)
+    columns = [LABELS.index(label) for label in source.labels]
+    return ImageSubsets(calibration, eval_order, images.pixels[[pick[i] for i in eval_order]],
+                        labels_for(eval_order, meta)[:, columns])
+
+
+def accuracy_control(cfg: QuantizeConfig, images: ImageSubsets, p32: np.ndarray) -> AccuracyControl | None:
+    """NNCF's loop for --max-drop / --max-prob-diff. One score for both: 1 - the larger of (AUROC drop /
+    max-drop) and (p99 |dp| / max-prob-diff), so FP32 scores 1 and a drop of 1 is the limit of both."""
+    if cfg.max_drop is None and cfg.max_prob_diff is None:
+        return None
+    if cfg.max_drop is not None and math.isnan(mean_auroc(per_label_auroc(images.eval_labels, p32))):
+        raise ValueError(f"--max-drop: none of the {len(images.eval_ids)} evaluation images' labels has both "
+                         "positives and negatives, so AUROC is undefined; raise --eval-size")
+
+    def score(rows: np.ndarray, probs: np.ndarray) -> float:
+        worst = 0.0
+        if cfg.max_drop is not None:
+            y = images.eval_labels[rows]
+            drop = mean_auroc(per_label_auroc(y, p32[rows])) - mean_auroc(per_label_auroc(y, probs))
+            worst = max(worst, 0.0 if math.isnan(drop) else drop / max(cfg.max_drop, 1e-9))
+        if cfg.max_prob_diff is not None:
+            worst = max(worst, float(np.quantile(np.abs(probs - p32[rows]), 0.99)) / cfg.max_prob_diff)
+        return 1.0 - worst
+
+    return AccuracyControl(images.eval_pixels, p32, score, max_drop=1.0)
+
+
+def check_agreement(cfg: QuantizeConfig, int8: Agreement, ran: RanPrecision) -> None:
+    """The written artifact must meet the limits on its evaluation images, measured here, not as NNCF saw it."""
+    problems = []
+    if cfg.max_drop is not None and int8.auroc_drop > cfg.max_drop:
+        problems.append(f"mean AUROC dropped {int8.auroc_drop:.4f} (FP32 {int8.reference_mean_auroc:.4f}, INT8 "
+                        f"{int8.mean_auroc:.4f}), above --max-drop {cfg.max_drop}")
+    if cfg.max_prob_diff is not None and int8.abs_prob_diff["p99"] > cfg.max_prob_diff:
+        problems.append(f"p99 |p_fp32 - p_int8| is {int8.abs_prob_diff['p99']:.4f}, above --max-prob-diff "
+                        f"{cfg.max_prob_diff}")
+    if problems:
+        floats = sum(n for key, n in ran.compute.items() if not key.endswith((":u8", ":i8")))
+        raise AgreementNotReached(
+            f"INT8 did not reach the accuracy asked for on {int8.images} evaluation images, with {floats} of "
+            f"{sum(ran.compute.values())} compute layers left in float by NNCF's accuracy control: "
+            + "; ".join(problems) + f". Nothing was written to --out {cfg.out}. Allow more, evaluate on more "
+            "images (--eval-size), or keep layers in float yourself (--ignored-names / --ignored-types)")
+
+
+def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.ndarray, RanPrecision]:
+    """Probabilities (M, L) of a compiled model on the evaluation pixels, and what it ran."""
+    return infer_compiled(compiled, pixels), what_ran(compiled, precision)
 
 
 def run(cfg: QuantizeConfig) -> QuantizeSummary:
@@ -94,59 +272,51 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     check_reachable(out_loc)
     if exists(out_loc.join("manifest.json")):
         raise FileExistsError(f"--out {cfg.out}: an artifact already exists there; choose a new --out")
-    ckpt, trained = open_typed(cfg.checkpoint, cfg.s3_endpoint, "--checkpoint", ArtifactKind.CHECKPOINT)
-    spec = trained.model
-    model = build_model(spec)
-    load_state(model, ckpt.read("model.pt"), cfg.checkpoint)
-    model.eval()
+    source = load_source(cfg)
+    images = draw_images(cfg, source)
+    print(f"calibration: {len(images.calibration)} images, evaluation: {len(images.eval_ids)}", flush=True)
 
-    meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
-    # The checkpoint's own patient split: calibration from its train_val patients, evaluation on its test ones.
-    split = split_by_patient(meta, trained.split.val_fraction, trained.split.seed)
-    rng = np.random.default_rng(cfg.seed)
-    pool = sorted(split.train | split.val)
-    calib_ids = set(rng.choice(pool, size=min(cfg.calibration_size, len(pool)), replace=False).tolist())
-    eval_pool = sorted(split.test)
-    eval_ids = set(rng.choice(eval_pool, size=min(cfg.eval_size, len(eval_pool)), replace=False).tolist()) \
-        if cfg.eval_size else set()
-    images = load_image_set(cfg.archive, calib_ids | eval_ids, spec.input_size, cfg.s3_endpoint)
-    pick = {i: k for k, i in enumerate(images.ids)}
-    calibration = images.pixels[[pick[i] for i in images.ids if i in calib_ids]]
-    eval_order = tuple(i for i in images.ids if i in eval_ids)
-    evaluation = (images.pixels[[pick[i] for i in eval_order]], labels_for(eval_order, meta))
-    if len(calibration) == 0:
-        raise ValueError(f"--archive {cfg.archive}: no decodable calibration images found")
-    print(f"calibration: {len(calibration)} images, evaluation: {len(eval_order)}", flush=True)
+    p32, ran32 = measure(compile_cpu(source.fp32, IRPrecision.FP32), IRPrecision.FP32, images.eval_pixels)
+    int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
+                         control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
+                         bias_correction=cfg.bias_correction)
+    p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
+    int8_vs_fp32 = agreement(images.eval_labels, p32, p8)
+    check_agreement(cfg, int8_vs_fp32, ran8)
+    ran = {"fp32": ran32.to_json(), "int8": ran8.to_json()}
+    bf16_vs_fp32 = None
+    if cfg.bf16_metrics:
+        p16, ran16 = measure(compile_cpu(source.fp32, IRPrecision.BF16), IRPrecision.BF16, images.eval_pixels)
+        bf16_vs_fp32 = agreement(images.eval_labels, p32, p16)
+        ran["bf16"] = ran16.to_json()
 
-    fp32 = export_fp32(model, spec.input_size)
-    int8 = quantize_int8(fp32, calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types, cfg.max_drop,
-                         evaluation, metric=lambda y, p: mean_auroc(per_label_auroc(y, p)))
-    fp32_auroc: list[float] = []
-    int8_auroc: list[float] = []
-    max_diff = float("nan")
-    if len(eval_order):
-        p32, p8 = infer_probs(fp32, evaluation[0]), infer_probs(int8, evaluation[0])
-        fp32_auroc, int8_auroc = per_label_auroc(evaluation[1], p32), per_label_auroc(evaluation[1], p8)
-        max_diff = float(np.abs(p32 - p8).max())
-    files = {**ir_bytes(fp32, "fp32"), **ir_bytes(int8, "int8")}
+    fp32_auroc, int8_auroc = list(int8_vs_fp32.reference_auroc), list(int8_vs_fp32.auroc)
+    diff = int8_vs_fp32.abs_prob_diff
     manifest = ModelManifest(
-        model=spec.name, labels=spec.labels, input_size=spec.input_size,
-        irs={"fp32": "fp32/model.xml", "int8": "int8/model.xml"}, split=trained.split,
-        checkpoint={"uri": ckpt.uri, "sha256": ckpt.sha256},
-        calibration={"archive": cfg.archive, "images": len(calibration), "seed": cfg.seed,
-                     "split": "train_val", "preset": cfg.preset, "ignored_names": list(cfg.ignored_names),
-                     "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop},
-        metrics={"eval_images": len(eval_order), "fp32_auroc": fp32_auroc, "int8_auroc": int8_auroc,
+        model=source.model, labels=source.labels, input_size=source.input_size,
+        irs={"fp32": "fp32/model.xml", "int8": "int8/model.xml"}, split=source.split, checkpoint=source.origin,
+        calibration={"archive": cfg.archive, "images": len(images.calibration), "seed": cfg.seed,
+                     "split": "train_val", "preset": cfg.preset, "ranges": cfg.ranges,
+                     "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
+                     "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop,
+                     "max_prob_diff": cfg.max_prob_diff},
+        metrics={"eval_images": len(images.eval_ids), "fp32_auroc": fp32_auroc, "int8_auroc": int8_auroc,
                  "fp32_mean_auroc": mean_auroc(fp32_auroc), "int8_mean_auroc": mean_auroc(int8_auroc),
-                 "max_abs_prob_diff": max_diff},
-        versions={"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
-        config=asdict(cfg),
+                 "max_abs_prob_diff": diff["max"], "int8_vs_fp32": int8_vs_fp32.to_json(),
+                 "bf16_vs_fp32": bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, "ran": ran},
+        versions={**source.versions, "openvino": ov.__version__, "nncf": nncf.__version__, **tilescope_versions()},
+        config=asdict(cfg), normalization=source.normalization, source=source.imported,
     )
+    files = {**source.fp32_files, **ir_bytes(int8, "int8")}
     sha = write_artifact(cfg.out, files, manifest, cfg.s3_endpoint)
     summary = QuantizeSummary(cfg.out, sha, tuple(fp32_auroc), tuple(int8_auroc), mean_auroc(fp32_auroc),
-                              mean_auroc(int8_auroc), max_diff, time.perf_counter() - t0)
+                              mean_auroc(int8_auroc), diff["max"], time.perf_counter() - t0, diff["median"],
+                              diff["p99"], int8_vs_fp32.flip_share,
+                              bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, ran)
     print(f"artifact {cfg.out} (sha256 {sha[:12]}): mean AUROC FP32 {summary.fp32_mean_auroc:.4f} "
-          f"INT8 {summary.int8_mean_auroc:.4f}, max |p32 - p8| {max_diff:.4f}", flush=True)
+          f"INT8 {summary.int8_mean_auroc:.4f}; |p_fp32 - p_int8| median {diff['median']:.4f} p99 {diff['p99']:.4f} "
+          f"max {diff['max']:.4f}; ran fp32 as {ran32.precision}, int8 as {ran8.precision}"
+          + (f", bf16 as {ran['bf16']['precision']}" if bf16_vs_fp32 else "") + f" on {ran8.cpu}", flush=True)
     return summary
 
 

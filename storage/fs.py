@@ -7,6 +7,7 @@ standard AWS chain (env, profile, instance profile) and are never printed, logge
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
@@ -148,6 +149,17 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         os.replace(tmp, loc.path)
     except OSError as exc:
         raise StorageError(f"{loc.uri}: cannot write ({_short(exc)})") from exc
+
+
+def write_json(loc: Location, name: str, body: dict) -> None:
+    """loc/name as indented, key-sorted JSON, atomically."""
+    write_bytes_atomic(loc.join(name), json.dumps(body, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_json(loc: Location, name: str) -> dict | None:
+    """loc/name parsed, or None when it does not exist."""
+    target = loc.join(name)
+    return json.loads(read_bytes(target)) if exists(target) else None
 
 
 def list_files(loc: Location, recursive: bool = True) -> list[str]:

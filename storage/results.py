@@ -41,13 +41,15 @@ from storage.fs import (
     check_reachable,
     exists,
     list_files,
-    read_bytes,
+    read_json,  # noqa: F401  (the run's JSON files are read through here by jobs)
     resolve,
     write_bytes_atomic,
+    write_json,  # noqa: F401
 )
 from xray.labels import prob_column
 
-RESULTS_SCHEMA_VERSION = 1
+# 2: `precision` is what ran (read back from the compiled model), and `cpu_isa` names the CPU class it ran on.
+RESULTS_SCHEMA_VERSION = 2
 RUN_CLAIM = "_run.json"
 RUN_MANIFEST = "_manifest.json"
 # part-<shard>-<k>[-last].parquet holds chunk k; part-<shard>-<k>_<k2>[-last].parquet chunks k..k2 (compacted at
@@ -65,6 +67,7 @@ ERROR = "error"
 MODEL = "model"
 ARTIFACT_SHA256 = "artifact_sha256"
 PRECISION = "precision"
+CPU_ISA = "cpu_isa"
 RUN_ID = "run_id"
 DECODE_MS = "decode_ms"
 INFER_MS = "infer_ms"
@@ -97,6 +100,7 @@ def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None
         pa.field(MODEL, pa.string(), nullable=False),
         pa.field(ARTIFACT_SHA256, pa.string(), nullable=False),
         pa.field(PRECISION, pa.string(), nullable=False),
+        pa.field(CPU_ISA, pa.string(), nullable=False),
         pa.field(RUN_ID, pa.string(), nullable=False),
         pa.field(DECODE_MS, pa.float32()),
         pa.field(INFER_MS, pa.float32()),
@@ -112,14 +116,16 @@ def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None
 def results_table(batch: dict[str, np.ndarray], rows: np.ndarray, schema: pa.Schema, model: str,
                   artifact_sha256: str, precision: str, run_id: str) -> pa.Table:
     """The rows `rows` (indices) of a scored batch as a Table of `schema` (from results_schema), stamped with
-    the run; NaN probabilities (error rows) become nulls, and so does an all-NaN heatmap."""
+    the run; NaN probabilities (error rows) become nulls, and so does an all-NaN heatmap. `precision` and
+    `cpu_isa` come from the batch (the scorer writes what ran); `precision` is only the fallback."""
     n = len(rows)
     columns = {
         IMAGE_ID: batch[IMAGE_ID][rows], SOURCE: batch[SOURCE][rows],
         STATUS: batch[STATUS][rows], ERROR: batch[ERROR][rows],
         **{f.name: batch[f.name][rows] for f in schema if f.name.startswith(_PROB_PREFIX)},
         MODEL: [model] * n, ARTIFACT_SHA256: [artifact_sha256] * n,
-        PRECISION: [precision] * n, RUN_ID: [run_id] * n,
+        PRECISION: batch[PRECISION][rows] if PRECISION in batch else [precision] * n,
+        CPU_ISA: batch[CPU_ISA][rows] if CPU_ISA in batch else ["unknown"] * n, RUN_ID: [run_id] * n,
         DECODE_MS: batch[DECODE_MS][rows], INFER_MS: batch[INFER_MS][rows],
     }
     if HEATMAP in schema.names:
@@ -278,13 +284,27 @@ def count_results(out: Location, files: Iterable[str] | None = None) -> ResultCo
                         per_file)
 
 
-def write_json(loc: Location, name: str, body: dict) -> None:
-    write_bytes_atomic(loc.join(name), json.dumps(body, indent=2, sort_keys=True, default=str).encode())
-
-
-def read_json(loc: Location, name: str) -> dict | None:
-    target = loc.join(name)
-    return json.loads(read_bytes(target)) if exists(target) else None
+def count_precisions(out: Location, files: Iterable[str] | None = None) -> list[dict]:
+    """What the rows of a run say ran: [{"precision", "cpu_isa", "rows"}] for each pair, most rows first, read
+    back from storage (a run resumed on other nodes can mix them). Files written before schema version 2 have
+    no `cpu_isa` column and count as "unknown"."""
+    files = list(scan_progress(out).files if files is None else files)
+    pairs: Counter[tuple[str, str]] = Counter()
+    for path in files:
+        try:
+            with out.fs.open_input_file(path) as f:
+                parquet = pq.ParquetFile(f)
+                names = parquet.schema_arrow.names
+                table = parquet.read(columns=[c for c in (PRECISION, CPU_ISA) if c in names])
+        except (OSError, pa.ArrowInvalid):
+            # Again through the reader that turns a bad file into a StorageError naming it and the way out.
+            table = read_result_file(out, path, None)
+            names = table.column_names
+        n = table.num_rows
+        precision = table.column(PRECISION).to_pylist() if PRECISION in names else ["unknown"] * n
+        isa = table.column(CPU_ISA).to_pylist() if CPU_ISA in names else ["unknown"] * n
+        pairs.update(zip(precision, isa, strict=True))
+    return [{"precision": p, "cpu_isa": c, "rows": n} for (p, c), n in sorted(pairs.items(), key=lambda x: -x[1])]
 
 
 @dataclass(frozen=True)
@@ -303,6 +323,7 @@ class ScoredRun:
     heatmap_shape: tuple[int, int, int] | None  # (n_labels, gh, gw) when the run has heatmaps
     files: tuple[str, ...]  # chunk files (paths inside the run's filesystem)
     endpoint: str | None
+    external: bool = False  # predictions from elsewhere (storage/prediction_files.py): no manifest, no artifact
 
 
 def find_run(uri: str, endpoint: str | None) -> Location:

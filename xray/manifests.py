@@ -7,11 +7,14 @@ KeyError inside a remote actor. storage/artifacts.py adds `files` (sha256 of eve
 JSON; this module knows nothing of bytes at rest.
 
 JSON layout (schema_version 1, unchanged from the untyped manifests, so every artifact written before
-reads back):
-  checkpoint: kind, model {name, labels, input_size}, config, math_path, history, test_auroc,
-              test_mean_auroc, split, versions
-  model:      kind, model, labels, input {shape [-1, 1, S, S], ...}, output, precisions {name: xml path},
-              checkpoint {uri, sha256}, calibration, metrics, split, versions, config
+reads back; keys added since are optional):
+  checkpoint: kind, model {name, labels, input_size, [mean, std]}, config, math_path, history, test_auroc,
+              test_mean_auroc, split, versions, [source]
+  model:      kind, model, labels, input {shape [-1, 1, S, S], ..., normalization}, output,
+              precisions {name: xml path}, checkpoint {uri, sha256}, calibration, metrics, split, versions,
+              config, [source]
+  split is null for a model brought in by `tilescope import` (the patients it trained on are not known);
+  source (import only) says what was imported: format, file and its sha256, how outputs map to labels.
   ensemble:   kind, model, backbone, labels, grid {image_size, tile_size, stride, ...}, input, output,
               positions [{position, origin, fp32, int8, history, nodes, ...}], combiner {default, stacked},
               thresholds, metrics, split, math_path, versions, config
@@ -31,16 +34,30 @@ MANIFEST_SCHEMA_VERSION = 1
 GRAYSCALE_U8_INPUT = {"dtype": "uint8", "layout": "NCHW", "color": "grayscale"}
 SIGMOID_OUTPUT = {"name": "probabilities", "activation": "sigmoid"}
 DEFAULT_VAL_FRACTION = 0.15  # what artifacts written before the split was recorded were trained with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization_text(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """How pixels are normalised inside the graph, in words (a model manifest's input.normalization)."""
+    if (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
+        return "inside the graph: x/255, ImageNet mean/std, grey replicated to 3 channels"
+    channels = "grey replicated to 3 channels" if len(mean) == 3 else "one grey value on every channel"
+    return f"inside the graph: x/255, mean {list(mean)}, std {list(std)}, {channels}"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What is needed to rebuild a model (xray.models.build_model): the registry name, its labels and its
-    square input size. Defined here, not in xray.models, so that reading a manifest imports no torch."""
+    """What is needed to rebuild a model (xray.models.build_model): the registry name, its labels (its outputs,
+    in order), its square input size and the normalisation inside its graph (x/255, then per channel
+    (x - mean) / std; grey is replicated to the channels). Defined here, not in xray.models, so that reading a
+    manifest imports no torch."""
 
     name: str
     labels: tuple[str, ...]
     input_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 class ArtifactKind(enum.StrEnum):
@@ -74,23 +91,28 @@ class CheckpointManifest:
     """PyTorch weights (model.pt, a state dict) and how they were trained."""
 
     model: ModelSpec
-    split: SplitRecord
+    split: SplitRecord | None
+    """None for imported weights: the patients they were trained on are not known."""
     config: Mapping[str, Any] = field(default_factory=dict)
     math_path: str = ""
     history: tuple[Mapping[str, Any], ...] = ()
     test_auroc: tuple[float, ...] = ()
     test_mean_auroc: float | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    """What `tilescope import` brought in (empty for a trained checkpoint)."""
     schema_version: int = MANIFEST_SCHEMA_VERSION
     kind: ArtifactKind = field(default=ArtifactKind.CHECKPOINT, init=False)
 
     def to_json(self) -> dict:
-        return {"schema_version": self.schema_version, "kind": self.kind.value,
-                "model": {"name": self.model.name, "labels": list(self.model.labels),
-                          "input_size": self.model.input_size},
-                "split": self.split.to_json(), "config": dict(self.config), "math_path": self.math_path,
+        m = self.model
+        body = {"schema_version": self.schema_version, "kind": self.kind.value,
+                "model": {"name": m.name, "labels": list(m.labels), "input_size": m.input_size,
+                          "mean": list(m.mean), "std": list(m.std)},
+                "split": _split_json(self.split), "config": dict(self.config), "math_path": self.math_path,
                 "history": [dict(h) for h in self.history], "test_auroc": list(self.test_auroc),
                 "test_mean_auroc": self.test_mean_auroc, "versions": dict(self.versions)}
+        return {**body, "source": dict(self.source)} if self.source else body
 
 
 @dataclass(frozen=True)
@@ -102,13 +124,16 @@ class ModelManifest:
     input_size: int
     irs: Mapping[str, str]
     """precision name -> the IR's xml path inside the artifact (the .bin beside it)."""
-    split: SplitRecord
+    split: SplitRecord | None
+    """None for an imported model: the patients it was trained on are not known."""
     checkpoint: Mapping[str, Any] = field(default_factory=dict)
     calibration: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
-    normalization: str = "inside the graph: x/255, ImageNet mean/std, grey replicated to 3 channels"
+    normalization: str = normalization_text(IMAGENET_MEAN, IMAGENET_STD)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    """What `tilescope import` brought in (empty for a model quantized from a trained checkpoint)."""
     schema_version: int = MANIFEST_SCHEMA_VERSION
     kind: ArtifactKind = field(default=ArtifactKind.MODEL, init=False)
 
@@ -123,12 +148,13 @@ class ModelManifest:
 
     def to_json(self) -> dict:
         s = self.input_size
-        return {"schema_version": self.schema_version, "kind": self.kind.value, "model": self.model,
+        body = {"schema_version": self.schema_version, "kind": self.kind.value, "model": self.model,
                 "labels": list(self.labels),
                 "input": {"shape": [-1, 1, s, s], **GRAYSCALE_U8_INPUT, "normalization": self.normalization},
-                "output": dict(SIGMOID_OUTPUT), "precisions": dict(self.irs), "split": self.split.to_json(),
+                "output": dict(SIGMOID_OUTPUT), "precisions": dict(self.irs), "split": _split_json(self.split),
                 "checkpoint": dict(self.checkpoint), "calibration": dict(self.calibration),
                 "metrics": dict(self.metrics), "versions": dict(self.versions), "config": dict(self.config)}
+        return {**body, "source": dict(self.source)} if self.source else body
 
 
 @dataclass(frozen=True)
@@ -234,8 +260,15 @@ class _Reader:
         return _Reader(self(key, kind=dict), self.where, f"{self.path}{key}.")
 
 
-def _split(r: _Reader) -> SplitRecord:
-    """The recorded split; artifacts written before it was recorded fall back to their config."""
+def _split_json(split: SplitRecord | None) -> dict | None:
+    return None if split is None else split.to_json()
+
+
+def _split(r: _Reader) -> SplitRecord | None:
+    """The recorded split; null for an imported model; artifacts written before it was recorded fall back to
+    their config."""
+    if "split" in r.body and r.body["split"] is None:
+        return None
     if "split" in r.body and "val_fraction" in (r.body.get("split") or {}):
         s = r.sub("split")
         return SplitRecord(float(s("val_fraction", kind=(int, float))), int(s("seed", kind=int)),
@@ -271,18 +304,24 @@ def manifest_from_json(body: Mapping[str, Any], where: str) -> Manifest:
                             f"{', '.join(k.value for k in ArtifactKind)}") from exc
     if kind is ArtifactKind.CHECKPOINT:
         m = r.sub("model")
-        spec = ModelSpec(m("name", kind=str), _labels(m), int(m("input_size", kind=int)))
+        spec = ModelSpec(m("name", kind=str), _labels(m), int(m("input_size", kind=int)),
+                         tuple(float(v) for v in m("mean", list(IMAGENET_MEAN), kind=list)),
+                         tuple(float(v) for v in m("std", list(IMAGENET_STD), kind=list)))
         return CheckpointManifest(model=spec, split=_split(r), math_path=r("math_path", ""),
                                   history=tuple(r("history", [])), test_auroc=tuple(r("test_auroc", [])),
-                                  test_mean_auroc=r("test_mean_auroc", None), **_common(r))
+                                  test_mean_auroc=r("test_mean_auroc", None), source=r("source", {}, kind=dict),
+                                  **_common(r))
     if kind is ArtifactKind.MODEL:
-        shape = r.sub("input")("shape", kind=list)
+        model_input = r.sub("input")
+        shape = model_input("shape", kind=list)
         irs = r("precisions", kind=dict)
         if not irs or not all(isinstance(v, str) for v in irs.values()):
             raise ManifestError(f"{where}: manifest.json 'precisions' must map precision names to IR paths")
         return ModelManifest(model=r("model", kind=str), labels=_labels(r), input_size=int(shape[-1]), irs=irs,
                              split=_split(r), checkpoint=r("checkpoint", {}), calibration=r("calibration", {}),
-                             metrics=r("metrics", {}), **_common(r))
+                             metrics=r("metrics", {}), source=r("source", {}, kind=dict),
+                             normalization=model_input("normalization", ModelManifest.normalization, kind=str),
+                             **_common(r))
     g = r.sub("grid")
     try:
         grid = TileGrid(int(g("image_size", kind=int)), int(g("tile_size", kind=int)), int(g("stride", kind=int)))

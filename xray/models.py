@@ -1,35 +1,40 @@
 """Model registry: CheXNet-style DenseNet-121 and smaller backbones, all with one input contract.
 
 Every model takes raw grayscale pixels, (N, 1, S, S) uint8 or float in [0, 255], and does its own
-normalisation inside the graph (scale, ImageNet mean/std, grey -> 3 channels). The exported OpenVINO model
-therefore receives 1 byte per pixel from the decode tasks instead of 12 (3 x float32), and training,
-export and scoring cannot disagree on preprocessing.
+normalisation inside the graph (scale, mean/std — ImageNet's unless the spec says otherwise —, grey -> 3
+channels). The exported OpenVINO model therefore receives 1 byte per pixel from the decode tasks instead of
+12 (3 x float32), and training, export and scoring cannot disagree on preprocessing.
+
+Weights files are read with torch.load(weights_only=True) (no code from the file runs) or as safetensors,
+and their keys normalised by xray/weights.py, so checkpoints saved by other projects load too.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from xray.manifests import ModelSpec  # noqa: F401  (defined beside the manifests: importing it needs no torch)
+from xray.manifests import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from xray.weights import WeightsError, fit_problems, normalise_state
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelSpec"]  # re-exported: older imports name them here
 
 
 class PixelNormalize(nn.Module):
-    """(N, 1, S, S) pixels in [0, 255] -> (N, 3, S, S) ImageNet-normalised floats."""
+    """(N, 1, S, S) pixels in [0, 255] -> (N, 3, S, S) floats: x/255, then (x - mean) / std per channel (one
+    mean/std value: the same on all three)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         super().__init__()
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
-        self.register_buffer("mean", mean)
-        self.register_buffer("inv_std", 1.0 / std)
+        mean_t = torch.tensor(mean, dtype=torch.float32).expand(3).reshape(1, 3, 1, 1) * 255.0
+        std_t = torch.tensor(std, dtype=torch.float32).expand(3).reshape(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean_t.clone())
+        self.register_buffer("inv_std", 1.0 / std_t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.mean.dtype).expand(-1, 3, -1, -1)
@@ -39,9 +44,10 @@ class PixelNormalize(nn.Module):
 class XrayClassifier(nn.Module):
     """Pixels -> logits for N labels. `probabilities()` is the exported form (sigmoid applied)."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         super().__init__()
-        self.normalize = PixelNormalize()
+        self.normalize = PixelNormalize(mean, std)
         self.backbone = backbone
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -118,6 +124,8 @@ BACKBONES: dict[str, Callable[[int], tuple[nn.Module, str | None]]] = {
     "mobilenet_v3_small": _mobilenet_v3_small,
     "dwsep_cnn": _dwsep_cnn,
 }
+# Each backbone's last Linear layer (its state-dict name): one output row per label.
+HEADS = {"densenet121": "classifier", "resnet18": "fc", "mobilenet_v3_small": "classifier.3", "dwsep_cnn": "9"}
 
 
 def check_name(name: str) -> None:
@@ -134,7 +142,7 @@ def build_model(spec: ModelSpec, imagenet_backbone: bool = False) -> XrayClassif
         if url is None:
             raise ValueError(f"model {spec.name!r} has no ImageNet weights")
         _load_imagenet_from_cache(backbone, url, spec.name)
-    return XrayClassifier(backbone)
+    return XrayClassifier(backbone, spec.mean, spec.std)
 
 
 def torchvision_cache_path(url: str) -> str:
@@ -155,36 +163,62 @@ def _load_imagenet_from_cache(backbone: nn.Module, url: str, name: str) -> None:
     backbone.load_state_dict({**own, **kept})
 
 
-def load_state(model: nn.Module, data: bytes, source: str) -> None:
-    """Load a state_dict (raw, or under 'state_dict'/'model', with 'module.' prefixes from DDP) from bytes.
+def read_weights(data: bytes, source: str) -> object:
+    """The object in a weights file: torch.load(weights_only=True), or a safetensors file. A pickled whole
+    model or a TorchScript archive is refused with how to save a state dict instead."""
+    if _is_safetensors(data):
+        from safetensors.torch import load
 
-    Uses weights_only=True. Raises ValueError naming the source and what does not fit.
-    """
+        try:
+            return load(data)
+        except Exception as exc:  # noqa: BLE001 - the library raises its own types; we add the source
+            raise WeightsError(f"{source}: not a readable safetensors file ({exc})") from exc
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        text = str(exc)
+        if "TorchScript" in text:
+            raise WeightsError(f"{source}: is a TorchScript archive, not a state dict. Save its weights: "
+                               "torch.save(torch.jit.load(FILE).state_dict(), 'weights.pt')") from exc
+        if "Unsupported global" in text:
+            what = text.split("Unsupported global:", 1)[1].split("was not")[0].strip()
+            raise WeightsError(
+                f"{source}: not a loadable weights file: it holds pickled Python objects ({what[:120]}), which "
+                "tilescope refuses (torch.load weights_only=True: no code from the file runs). A whole model saved "
+                "with torch.save(model)? Save its state dict instead: torch.save(model.state_dict(), "
+                "'weights.pt') (for nn.DataParallel: model.module.state_dict())") from exc
+        raise WeightsError(f"{source}: not a loadable PyTorch weights file ({text.splitlines()[0][:200]})") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; we add the source
-        raise ValueError(f"{source}: not a loadable PyTorch weights file ({exc})") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{source}: expected a state_dict, found {type(state).__name__}")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[:3]})")
-        if mismatched:
-            parts.append(f"shape mismatch {mismatched[:3]}")
-        raise ValueError(f"{source}: weights do not fit this model: " + "; ".join(parts))
-    model.load_state_dict(state)
+        raise WeightsError(f"{source}: not a loadable PyTorch weights file ({exc})") from exc
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    return len(data) > 9 and data[8:9] == b"{" and 0 < int.from_bytes(data[:8], "little") < len(data)
+
+
+def shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """A module's state-dict names -> shapes (the target xray.weights normalises to)."""
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def backbone_state(data: bytes, backbone: nn.Module, source: str) -> tuple[dict, tuple[str, ...]]:
+    """A weights file -> a state dict under `backbone`'s names (not yet checked to fit) and the renaming notes.
+    A tilescope checkpoint's normalisation buffers are left out: the spec's normalisation is rebuilt."""
+    normalised = normalise_state(read_weights(data, source), shapes(backbone), source, drop_prefixes=("normalize.",))
+    return normalised.state, normalised.notes
+
+
+def load_state(model: XrayClassifier, data: bytes, source: str) -> tuple[str, ...]:
+    """Load a weights file into a classifier's backbone: a state dict raw or under 'state_dict'/'model', with
+    'module.' prefixes from DataParallel/DDP, old torchvision names, CheXNet's `densenet121.` attribute and
+    `classifier.0` head, or a tilescope checkpoint (xray/weights.py). Returns the renaming notes.
+
+    Uses weights_only=True. Raises ValueError (WeightsError) naming the source and what does not fit.
+    """
+    state, notes = backbone_state(data, model.backbone, source)
+    problems = fit_problems(state, shapes(model.backbone), shown_as="backbone.")
+    if problems:
+        raise WeightsError(f"{source}: weights do not fit this model: " + "; ".join(problems))
+    model.backbone.load_state_dict(state)
+    return notes

@@ -11,22 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
+from xray.cpu_isa import cpu_flags
+
 
 class Precision(enum.StrEnum):
     AUTO = "auto"
     BF16 = "bf16"
     FP32 = "fp32"
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def has_amx_bf16() -> bool:

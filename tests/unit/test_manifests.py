@@ -10,6 +10,8 @@ import pytest
 
 from xray.labels import LABELS
 from xray.manifests import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ArtifactKind,
     CheckpointManifest,
     EnsembleManifest,
@@ -18,6 +20,7 @@ from xray.manifests import (
     PositionRecord,
     SplitRecord,
     manifest_from_json,
+    normalization_text,
 )
 from xray.models import ModelSpec
 from xray.tiles import TileGrid
@@ -115,3 +118,32 @@ def test_open_typed_checks_the_kind_and_names_the_flag(tmp_path):
         "fp32/model.xml": hashlib.sha256(b"<xml/>").hexdigest()}
     with pytest.raises(ValueError, match=rf"--checkpoint {uri}: is a model artifact, this job needs a checkpoint"):
         open_typed(uri, None, "--checkpoint", ArtifactKind.CHECKPOINT)
+
+
+def test_imported_artifacts_round_trip_with_no_split_their_normalisation_and_source():
+    source = {"format": "onnx", "file": "s3://b/m.onnx", "sha256": "ab" * 32,
+              "outputs": {"model_outputs": 3, "rows": [2, 0], "labels": ["Mass", "Hernia"], "dropped": [1]}}
+    spec = ModelSpec("resnet18", ("Mass", "Hernia"), 224, (0.5,), (0.25,))
+    ckpt = CheckpointManifest(model=spec, split=None, source=source)
+    body = _via_json(ckpt)
+    assert body["split"] is None and body["model"]["mean"] == [0.5] and body["source"] == source
+    assert manifest_from_json(body, "mem://c") == ckpt
+    model = ModelManifest(model="m", labels=("Mass", "Hernia"), input_size=224, irs={"fp32": "fp32/model.xml"},
+                          split=None, normalization=normalization_text((0.5,), (0.25,)), source=source)
+    body = _via_json(model)
+    assert body["split"] is None and body["input"]["normalization"] == \
+        "inside the graph: x/255, mean [0.5], std [0.25], one grey value on every channel"
+    assert manifest_from_json(body, "mem://m") == model
+    assert model.precisions == ("fp32",)
+
+
+def test_manifests_without_normalisation_or_source_read_as_imagenet_and_trained():
+    body = _via_json(CheckpointManifest(model=ModelSpec("dwsep_cnn", LABELS, 64), split=SPLIT))
+    assert "source" not in body  # a trained checkpoint's manifest keeps its keys
+    del body["model"]["mean"], body["model"]["std"]
+    read = manifest_from_json(body, "mem://c")
+    assert (read.model.mean, read.model.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert read.source == {} and read.split == SPLIT
+    old = _via_json(_model())
+    del old["input"]["normalization"]
+    assert manifest_from_json(old, "mem://m").normalization == normalization_text(IMAGENET_MEAN, IMAGENET_STD)
