@@ -77,7 +77,7 @@ class ActivationRanges(enum.StrEnum):
 
     HISTOGRAM = "histogram"
     """A range chosen on the histogram of the calibration activations, clipping rare outliers (NNCF's
-    RangeEstimatorParametersSet.HISTOGRAM). Halves p99 |p_fp32 - p_int8| on bench.inference's model."""
+    RangeEstimatorParametersSet.HISTOGRAM). Compared with min/max in bench.inference (docs/BENCHMARKS.md)."""
     MINMAX = "minmax"
     """NNCF's default: the calibration minimum and maximum."""
 

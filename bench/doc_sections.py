@@ -25,7 +25,7 @@ def machine_line() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
-        isa = [x for x in ("avx512f", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8") if f" {x}" in text]
+        isa = [x for x in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8") if f" {x}" in text]
         flags = ", ".join(isa) if isa else "no AVX-512/VNNI/AMX"
     except OSError:
         pass
