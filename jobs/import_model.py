@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from jobs.cli import coerce_choices, job_main, require_valid
 from jobs.import_stages import InputLayout, OutputKind, import_weights, read_foreign, wrap_foreign
 from jobs.provenance import tilescope_versions
-from storage.artifacts import sha256_hex, write_artifact
-from storage.fs import check_reachable, exists, read_bytes, resolve
+from storage.artifacts import require_new, sha256_hex, write_artifact
+from storage.fs import read_bytes, resolve
 from storage.results import safe_component
 from xray.manifests import (
     IMAGENET_MEAN,
@@ -136,10 +136,7 @@ def validate(cfg: ImportConfig) -> None:
 def run(cfg: ImportConfig) -> ImportSummary:
     validate(cfg)
     t0 = time.perf_counter()
-    out_loc = resolve(cfg.out, cfg.s3_endpoint)
-    check_reachable(out_loc)
-    if exists(out_loc.join("manifest.json")):
-        raise FileExistsError(f"--out {cfg.out}: an artifact already exists there; choose a new --out")
+    require_new(cfg.out, cfg.s3_endpoint)
     summary = _import_weights(cfg) if cfg.weights else _import_graph(cfg)
     summary = ImportSummary(**{**asdict(summary), "seconds": time.perf_counter() - t0})
     print(f"imported {summary.model} ({summary.kind} artifact {summary.out}, sha256 {summary.sha256[:12]}): "

@@ -42,8 +42,7 @@ from actors.openvino_ir import (
 )
 from jobs.cli import coerce_choices, job_main, require_valid
 from jobs.provenance import tilescope_versions
-from storage.artifacts import Artifact, open_typed, write_artifact
-from storage.fs import check_reachable, exists, resolve
+from storage.artifacts import Artifact, open_typed, require_new, write_artifact
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.agreement import Agreement, agreement
@@ -268,10 +267,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
 
     validate(cfg)
     t0 = time.perf_counter()
-    out_loc = resolve(cfg.out, cfg.s3_endpoint)
-    check_reachable(out_loc)
-    if exists(out_loc.join("manifest.json")):
-        raise FileExistsError(f"--out {cfg.out}: an artifact already exists there; choose a new --out")
+    require_new(cfg.out, cfg.s3_endpoint)
     source = load_source(cfg)
     images = draw_images(cfg, source)
     print(f"calibration: {len(images.calibration)} images, evaluation: {len(images.eval_ids)}", flush=True)

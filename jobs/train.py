@@ -20,8 +20,8 @@ import torch
 
 from jobs.cli import coerce_choices, job_main, require_valid
 from jobs.provenance import tilescope_versions
-from storage.artifacts import write_artifact
-from storage.fs import check_reachable, exists, resolve
+from storage.artifacts import require_new, write_artifact
+from storage.fs import resolve
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.labels import LABELS
@@ -104,10 +104,7 @@ def validate(cfg: TrainConfig) -> None:
 def run(cfg: TrainConfig) -> TrainSummary:
     validate(cfg)
     t0 = time.perf_counter()
-    out_loc = resolve(cfg.out, cfg.s3_endpoint)
-    check_reachable(out_loc)
-    if exists(out_loc.join("manifest.json")):
-        raise FileExistsError(f"--out {cfg.out}: a checkpoint already exists there; choose a new --out")
+    require_new(cfg.out, cfg.s3_endpoint, "a checkpoint")
     meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

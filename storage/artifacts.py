@@ -14,7 +14,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
-from storage.fs import Location, StorageError, exists, read_bytes, resolve, write_bytes_atomic
+from storage.fs import Location, StorageError, check_reachable, exists, read_bytes, resolve, write_bytes_atomic
 from xray.manifests import MANIFEST_SCHEMA_VERSION, ArtifactKind, Manifest, manifest_from_json
 
 MANIFEST = "manifest.json"
@@ -56,6 +56,16 @@ class Artifact:
         if sha256_hex(data) != expected:
             raise StorageError(f"{self.uri}/{relpath}: sha256 mismatch with the manifest (corrupt or partial)")
         return data
+
+
+def require_new(uri: str, endpoint: str | None, what: str = "an artifact") -> Location:
+    """The location for a new artifact, checked before any work: reachable, and no artifact there yet (artifacts
+    are immutable). FileExistsError names --out."""
+    loc = resolve(uri, endpoint)
+    check_reachable(loc)
+    if exists(loc.join(MANIFEST)):
+        raise FileExistsError(f"--out {uri}: {what} already exists there; choose a new --out")
+    return loc
 
 
 def write_artifact(uri: str, files: dict[str, bytes], manifest: Manifest | dict, endpoint: str | None = None) -> str:

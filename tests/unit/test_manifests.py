@@ -147,3 +147,13 @@ def test_manifests_without_normalisation_or_source_read_as_imagenet_and_trained(
     old = _via_json(_model())
     del old["input"]["normalization"]
     assert manifest_from_json(old, "mem://m").normalization == normalization_text(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_require_new_refuses_an_existing_artifact_naming_out(tmp_path):
+    from storage.artifacts import require_new, write_artifact
+
+    uri = str(tmp_path / "ckpt")
+    assert require_new(uri, None, "a checkpoint").path == uri  # nothing there yet
+    write_artifact(uri, {"model.pt": b"w"}, CheckpointManifest(model=ModelSpec("resnet18", LABELS, 224), split=SPLIT))
+    with pytest.raises(FileExistsError, match=rf"--out {uri}: a checkpoint already exists there; choose a new --out"):
+        require_new(uri, None, "a checkpoint")
