@@ -42,7 +42,7 @@ from storage.fs import check_reachable, list_files, read_bytes, resolve
 from storage.metadata_files import load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
-from storage.results import ScoredRun
+from storage.scored_runs import ScoredRun
 from xray.ground_truth import Split
 from xray.metadata import ArchiveMetadata, parse_split_list
 from xray.report_html import render_page

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.report_stages import Evaluation, KnownSplit, ScoredImages, Screening, view_rows
-from storage.results import ScoredRun
+from storage.scored_runs import ScoredRun
 from xray.ground_truth import Split
 from xray.report_html import Overlay, ReportPage, TableView
 from xray.report_plots import (

@@ -17,7 +17,8 @@ from storage.archives import fetch_images
 from storage.artifacts import open_typed
 from storage.fs import read_json, resolve
 from storage.metadata_files import ArchiveMetadata
-from storage.results import RUN_CLAIM, ScoredRun, read_heatmaps
+from storage.results import RUN_CLAIM
+from storage.scored_runs import ScoredRun, read_heatmaps
 from xray.decode import DecodeError, decode_gray8
 from xray.evaluation import (
     AurocDelta,

@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.report_stages import Evaluation, ScoredImages, Screening, view_rows
-from storage.results import ScoredRun, error_reason
+from storage.results import error_reason
+from storage.scored_runs import ScoredRun
 from xray.evaluation import wilson_interval
 from xray.screening import Agreement
 

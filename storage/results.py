@@ -1,5 +1,5 @@
 """The result row of `tilescope score`, both ways: its columns and schema, the chunk files it is written to,
-the run manifest, and the run read back (for counts and for `tilescope report`).
+the run manifest, and the counts read back from storage (the report's reading of a run: storage/scored_runs.py).
 
 Layout under --out, one directory per model artifact so a second model writes beside the first:
 
@@ -11,18 +11,13 @@ A chunk file name derives from its inputs only, so a retried task overwrites rat
 `-last` marks a shard's final chunk, so listing the directory tells which shards are complete. Names
 starting with '_' or '.' are skipped by pyarrow/polars dataset readers.
 
-A run is read back through pyarrow.dataset with a column selection: image_id, source, status, error, prob_*
-and, when present, tile_max; never images. The `heatmap` column of a tile-ensemble run (fixed_size_list<float32>
-of n_labels * gh * gw values laid out (label, row, col), shape in the Parquet schema metadata key
-`tilescope.heatmap_shape` as JSON [n_labels, gh, gw], labels in xray.labels.LABELS order) is read only for
-the images whose heatmaps are drawn.
+A run is read back for a report by storage/scored_runs.py.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import posixpath
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -31,18 +26,13 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from storage.fs import (
     Location,
     StorageError,
-    check_reachable,
-    exists,
     list_files,
     read_json,  # noqa: F401  (the run's JSON files are read through here by jobs)
-    resolve,
     write_bytes_atomic,
     write_json,  # noqa: F401
 )
@@ -81,8 +71,7 @@ LAST = "last"
 ROWS = "rows"
 DATA = "data"
 
-_PROB_PREFIX = prob_column("")
-_BASE_COLUMNS = (IMAGE_ID, SOURCE, STATUS, ERROR)
+PROB_PREFIX = prob_column("")
 
 
 def results_schema(labels: list[str], heatmap_shape: tuple[int, int, int] | None = None) -> pa.Schema:
@@ -122,7 +111,7 @@ def results_table(batch: dict[str, np.ndarray], rows: np.ndarray, schema: pa.Sch
     columns = {
         IMAGE_ID: batch[IMAGE_ID][rows], SOURCE: batch[SOURCE][rows],
         STATUS: batch[STATUS][rows], ERROR: batch[ERROR][rows],
-        **{f.name: batch[f.name][rows] for f in schema if f.name.startswith(_PROB_PREFIX)},
+        **{f.name: batch[f.name][rows] for f in schema if f.name.startswith(PROB_PREFIX)},
         MODEL: [model] * n, ARTIFACT_SHA256: [artifact_sha256] * n,
         PRECISION: batch[PRECISION][rows] if PRECISION in batch else [precision] * n,
         CPU_ISA: batch[CPU_ISA][rows] if CPU_ISA in batch else ["unknown"] * n, RUN_ID: [run_id] * n,
@@ -305,108 +294,3 @@ def count_precisions(out: Location, files: Iterable[str] | None = None) -> list[
         isa = table.column(CPU_ISA).to_pylist() if CPU_ISA in names else ["unknown"] * n
         pairs.update(zip(precision, isa, strict=True))
     return [{"precision": p, "cpu_isa": c, "rows": n} for (p, c), n in sorted(pairs.items(), key=lambda x: -x[1])]
-
-
-@dataclass(frozen=True)
-class ScoredRun:
-    """The rows of one run needed for a report, sorted by (image_id, source); N rows, L labels."""
-
-    uri: str
-    manifest: dict | None  # None only for an uncommitted run read with allow_partial
-    labels: tuple[str, ...]  # from the prob_* columns, in column order
-    image_id: np.ndarray  # (N,) object
-    source: np.ndarray  # (N,) object
-    status: np.ndarray  # (N,) object: "ok" | "error"
-    error: np.ndarray  # (N,) object: None or the reason
-    probs: np.ndarray  # (N, L) float32, NaN on error rows
-    tile_max: np.ndarray | None  # (N,) float32 when the run has the column
-    heatmap_shape: tuple[int, int, int] | None  # (n_labels, gh, gw) when the run has heatmaps
-    files: tuple[str, ...]  # chunk files (paths inside the run's filesystem)
-    endpoint: str | None
-    external: bool = False  # predictions from elsewhere (storage/prediction_files.py): no manifest, no artifact
-
-
-def find_run(uri: str, endpoint: str | None) -> Location:
-    """The run directory at uri, or the only run directory one level below it (a `score --out` root).
-
-    Raises StorageError naming the choices when there are none or several.
-    """
-    loc = resolve(uri, endpoint)
-    check_reachable(loc)
-    if exists(loc.join(RUN_MANIFEST)) or exists(loc.join(RUN_CLAIM)) or scan_progress(loc).files:
-        return loc
-    runs = sorted({posixpath.dirname(p) for p in list_files(loc)
-                   if posixpath.basename(p) in (RUN_CLAIM, RUN_MANIFEST)
-                   and posixpath.dirname(posixpath.dirname(p)) == loc.path})
-    if len(runs) == 1:
-        return loc.join(posixpath.basename(runs[0]))
-    if not runs:
-        raise StorageError(f"{uri}: no scoring run here (no part-*.parquet, {RUN_CLAIM} or {RUN_MANIFEST}); "
-                           "pass the run directory <out>/<model>-<sha12> written by `tilescope score`")
-    names = ", ".join(posixpath.basename(r) for r in runs)
-    raise StorageError(f"{uri}: holds several runs ({names}); pass one of them as --results")
-
-
-def open_run(uri: str, endpoint: str | None = None, allow_partial: bool = False) -> ScoredRun:
-    """Read the report columns of a run. Refuses an uncommitted run (no _manifest.json) unless allow_partial."""
-    loc = find_run(uri, endpoint)
-    manifest = read_json(loc, RUN_MANIFEST)
-    if manifest is None and not allow_partial:
-        raise ValueError(f"--results {loc.uri}: the run is not committed (no {RUN_MANIFEST}): it is still "
-                         "running or was interrupted. Rerun the same `tilescope score` command to finish it, "
-                         "or pass --allow-partial to report on the rows written so far")
-    files = scan_progress(loc).files
-    if not files:
-        raise ValueError(f"--results {loc.uri}: the run has no part-*.parquet files")
-    dataset = pads.dataset(list(files), filesystem=loc.fs, format="parquet")
-    names = dataset.schema.names
-    missing = [c for c in _BASE_COLUMNS if c not in names]
-    prob_columns = [c for c in names if c.startswith(_PROB_PREFIX)]
-    if missing or not prob_columns:
-        raise ValueError(f"--results {loc.uri}: not a tilescope results table (missing columns "
-                         f"{missing + ([] if prob_columns else [_PROB_PREFIX + '*'])})")
-    extra = [TILE_MAX] if TILE_MAX in names else []
-    table = dataset.to_table(columns=[*_BASE_COLUMNS, *prob_columns, *extra])
-    table = table.sort_by([(IMAGE_ID, "ascending"), (SOURCE, "ascending")])
-
-    def floats(name: str) -> np.ndarray:
-        return pc.fill_null(table.column(name).cast(pa.float32()), np.nan).to_numpy()
-
-    probs = np.column_stack([floats(c) for c in prob_columns]).astype(np.float32, copy=False)
-    return ScoredRun(
-        uri=loc.uri, manifest=manifest, labels=tuple(c[len(_PROB_PREFIX):] for c in prob_columns),
-        image_id=table.column(IMAGE_ID).to_numpy(zero_copy_only=False),
-        source=table.column(SOURCE).to_numpy(zero_copy_only=False),
-        status=table.column(STATUS).to_numpy(zero_copy_only=False),
-        error=table.column(ERROR).to_numpy(zero_copy_only=False),
-        probs=probs, tile_max=floats(TILE_MAX) if extra else None,
-        heatmap_shape=_heatmap_shape(dataset.schema, loc.uri), files=files, endpoint=endpoint)
-
-
-def _heatmap_shape(schema: pa.Schema, uri: str) -> tuple[int, int, int] | None:
-    if HEATMAP not in schema.names:
-        return None
-    raw = (schema.metadata or {}).get(HEATMAP_SHAPE_KEY)
-    field = schema.field(HEATMAP)
-    try:
-        shape = tuple(int(v) for v in json.loads(raw))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"--results {uri}: column {HEATMAP!r} without a valid "
-                         f"{HEATMAP_SHAPE_KEY.decode()} schema metadata entry ({raw!r})") from exc
-    if len(shape) != 3 or not pa.types.is_fixed_size_list(field.type) or field.type.list_size != int(np.prod(shape)):
-        raise ValueError(f"--results {uri}: heatmap column {field.type} does not match shape {list(shape)}")
-    return shape  # type: ignore[return-value]
-
-
-def read_heatmaps(run: ScoredRun, image_ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """image id -> its (n_labels, gh, gw) float32 heatmap, for the ids that have one."""
-    ids = sorted(set(image_ids))
-    if run.heatmap_shape is None or not ids:
-        return {}
-    loc = resolve(run.uri, run.endpoint)
-    dataset = pads.dataset(list(run.files), filesystem=loc.fs, format="parquet")
-    wanted = pc.field(IMAGE_ID).isin(ids) & pc.field(HEATMAP).is_valid()
-    table = dataset.to_table(columns=[IMAGE_ID, HEATMAP], filter=wanted)
-    values = table.column(HEATMAP).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    maps = np.asarray(values, dtype=np.float32).reshape(table.num_rows, *run.heatmap_shape)
-    return dict(zip(table.column(IMAGE_ID).to_pylist(), maps, strict=True))

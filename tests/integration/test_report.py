@@ -25,7 +25,7 @@ from jobs.provenance import tilescope_versions
 from storage.artifacts import open_typed
 from storage.fs import StorageError
 from storage.metadata_files import load_metadata
-from storage.results import open_run
+from storage.scored_runs import open_run
 from tests.integration.results_tables import make_run, write_bbox_list, write_image_shard
 from tests.integration.test_score_s3 import upload_dir
 from xray.labels import LABELS, prob_column
