@@ -343,6 +343,24 @@ class CompiledIR:
     ran: RanPrecision
 
 
+@contextmanager
+def cache_lock(cache_dir: str):
+    """Hold an exclusive lock on a compiled-model cache directory (a file lock: one per node's disk).
+
+    OpenVINO writes a cache blob and then sets its permissions; two processes compiling the same model into the
+    same CACHE_DIR at once race there ("filesystem error: cannot set permissions: No such file or directory",
+    seen with two ensemble scorers on one node). Compiling under this lock serialises them: the first compiles
+    and writes the blob, the others wait and then load it, which is also faster than compiling again."""
+    import fcntl
+
+    with open(os.path.join(cache_dir, ".compile.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def compile_ir(artifact: Artifact, xml_path: str, threads: int, streams: int, cache_dir: str,
                precision: IRPrecision = IRPrecision.INT8) -> CompiledIR:
     """One IR of an artifact, compiled in `precision` (its hint) with threads and streams sized to the actor's
@@ -352,11 +370,13 @@ def compile_ir(artifact: Artifact, xml_path: str, threads: int, streams: int, ca
     core = ov.Core()
     os.makedirs(cache_dir, exist_ok=True)
     core.set_property({"CACHE_DIR": cache_dir})
-    compiled = core.compile_model(read_ir(artifact, xml_path, core), "CPU", {
-        **cpu_config(precision, threads),
-        "NUM_STREAMS": streams,
-        "PERFORMANCE_HINT": "THROUGHPUT",
-    })
+    model = read_ir(artifact, xml_path, core)
+    with cache_lock(cache_dir):
+        compiled = core.compile_model(model, "CPU", {
+            **cpu_config(precision, threads),
+            "NUM_STREAMS": streams,
+            "PERFORMANCE_HINT": "THROUGHPUT",
+        })
     # One infer request per stream keeps every stream busy with async requests.
     return CompiledIR(ov.AsyncInferQueue(compiled, streams), what_ran(compiled, precision))
 

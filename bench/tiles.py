@@ -19,26 +19,11 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
+from bench.core_scaling import training_speed
 from bench.doc_sections import machine_line, write_section
 from jobs import synth, train, train_tiles
-from xray.labels import LABELS
-from xray.models import ModelSpec, build_model
-from xray.precision import MathPath, Precision, has_amx_bf16
-from xray.training import fit
-
-
-def training_speed(precision: Precision, tile: int, n: int, epochs: int) -> float:
-    """Tiles/s of one position model (dwsep_cnn) on n random tiles, one thread (median epoch after the first)."""
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (n, 1, tile, tile), dtype=np.uint8)
-    y = (rng.random((n, len(LABELS))) < 0.2).astype(np.float32)
-    path = MathPath(precision=precision, channels_last=True, ipex=None, amx=has_amx_bf16())
-    model = build_model(ModelSpec("dwsep_cnn", LABELS, tile))
-    history = fit(model, (x, y), (x[:8], y[:8]), epochs, 32, 1e-3, path, seed=0)
-    return float(np.median([h.images_per_s for h in history[1:]]))
+from xray.precision import Precision, has_amx_bf16
 
 
 def math_speed(tile: int, n: int, epochs: int) -> dict[str, float]:

@@ -23,6 +23,7 @@ from jobs.cli import coerce_choices, job_main, require_valid
 from storage.fs import check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
 from xray.synth import MIN_SIZE, encode_png, synth_case
+from xray.synth_detail import FindingDetail
 from xray.synth_metadata import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
 
 MAX_SIZE = 4096
@@ -55,6 +56,10 @@ class SynthConfig:
     finding_scale: float = 1.0
     """Size factor of the focal findings (nodule, mass, ...): 0.5 makes small findings that a whole-image
     downscale loses, the case tile ensembles are for."""
+    detail: FindingDetail = FindingDetail.COARSE
+    """How findings are drawn: coarse (every finding at <= 256 px, upscaled; the default, same bytes as before) or
+    fine (nodules, masses and plate atelectasis at full resolution, faint, with evidence in specks and thin lines
+    that a whole-image downscale loses: the setting for comparing tile ensembles with downscaled models)."""
     force: bool = False
     """Write into a non-empty --out, overwriting the archive files synth writes (never needed for a new one)."""
     s3_endpoint: str | None = None
@@ -112,8 +117,8 @@ def shard_plan(n_images: int, shards: int) -> list[tuple[str, range]]:
             for k in range(shards)]
 
 
-def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0
-                ) -> tuple[bytes, list[CaseRecord]]:
+def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0,
+                detail: FindingDetail = FindingDetail.COARSE) -> tuple[bytes, list[CaseRecord]]:
     """A deterministic tar.gz of images/<name>.png for `indices`, and the cases' metadata."""
     buf = io.BytesIO()
     records: list[CaseRecord] = []
@@ -122,7 +127,7 @@ def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0
     with gzip.GzipFile(filename="", fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
-            case = synth_case(index, seed, size, finding_scale)
+            case = synth_case(index, seed, size, finding_scale, FindingDetail(detail))
             png = encode_png(case.image)
             info = tarfile.TarInfo(f"images/{case.image_index}")
             info.size, info.mtime, info.mode = len(png), 0, 0o644
@@ -160,7 +165,7 @@ def run(cfg: SynthConfig) -> SynthSummary:
     shard_uris: list[str] = []
     written = 0
     for name, indices in plan:
-        data, shard_records = build_shard(indices, cfg.seed, cfg.size, cfg.finding_scale)
+        data, shard_records = build_shard(indices, cfg.seed, cfg.size, cfg.finding_scale, cfg.detail)
         target = out.join(name)
         write_bytes_atomic(target, data)
         shard_uris.append(target.uri)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from xray.labels import LABELS
 from xray.png_encode import REAL_FILTER_MIX, encode_png  # noqa: F401  (synth's PNG writer; its public name here)
+from xray.synth_detail import FINE_FINDINGS, FINE_PAINTERS, FindingDetail
 from xray.synth_metadata import CaseRecord
 
 P_NO_FINDING = 0.40
@@ -319,10 +320,17 @@ PAINTERS: dict[str, Painter] = {
 }
 
 
-def synth_case(index: int, seed: int, size: int, finding_scale: float = 1.0) -> SynthCase:
+# Where a FINE finding sits: the same lung region its coarse painter draws from (y range in lung radii).
+_FINE_SITES = {"Atelectasis": (0.2, 0.65), "Mass": (-0.7, 0.7), "Nodule": (-0.7, 0.7)}
+
+
+def synth_case(index: int, seed: int, size: int, finding_scale: float = 1.0,
+               detail: FindingDetail = FindingDetail.COARSE) -> SynthCase:
     """One deterministic synthetic case; image uint8 (size, size), boxes in its pixel coordinates.
 
-    finding_scale shrinks (< 1) or grows the focal findings (SCALED_FINDINGS) about their centres.
+    finding_scale shrinks (< 1) or grows the focal findings (SCALED_FINDINGS) about their centres. detail FINE
+    draws FINE_FINDINGS at full resolution with evidence a downscale loses (xray/synth_detail.py); COARSE (the
+    default, and every archive before it) draws every finding at <= WORK_RES px.
     """
     if index < 0 or size < MIN_SIZE:
         raise ValueError(f"need index >= 0 and size >= {MIN_SIZE}, got index={index}, size={size}")
@@ -341,14 +349,21 @@ def synth_case(index: int, seed: int, size: int, finding_scale: float = 1.0) -> 
     centres = (np.arange(r, dtype=np.float32) + 0.5) / r
     grid = _Grid(y=centres[:, None], x=centres[None, :], r=r, finding_scale=finding_scale)
     img = _background(grid, anatomy, rng, view)
+    fine = np.zeros((size, size), np.float32) if detail == FindingDetail.FINE else None
     boxes = []
     for label in findings:  # each finding draws from its own stream: adding one moves no other
         label_rng = np.random.default_rng([seed, 4, index, LABELS.index(label)])
-        x0, y0, x1, y1 = PAINTERS[label](img, grid, anatomy, label_rng)
+        if fine is not None and label in FINE_FINDINGS:
+            cy, cx = _lung_point(label_rng, anatomy, int(label_rng.integers(2)), *_FINE_SITES[label])
+            x0, y0, x1, y1 = FINE_PAINTERS[label](fine, cy, cx, finding_scale, label_rng)
+        else:
+            x0, y0, x1, y1 = PAINTERS[label](img, grid, anatomy, label_rng)
         x0, y0, x1, y1 = (float(min(max(v, 0.0), 1.0)) * size for v in (x0, y0, x1, y1))
         boxes.append((label, round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)))
     if r != size:
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+    if fine is not None:
+        img = img + fine
     img = img + (rng.random((size, size), dtype=np.float32) - 0.5) * np.float32(NOISE_AMPLITUDE)  # quantum noise
     pixels = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return SynthCase(image_index=f"{patient_id:08d}_{follow_up:03d}.png", findings=findings,
