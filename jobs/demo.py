@@ -1,5 +1,8 @@
 """The whole system on an embedded default: synth -> train -> export + INT8 -> score, then a tile ensemble
-trained on Ray actors and scored the same way, then a report comparing the two runs.
+trained on Ray actors and scored the same way, then a report comparing the two runs. The comparison is printed
+per small-finding label and as means, each with its paired CI, and worded from the CI: a win only where the
+interval excludes 0 (xray/comparison.py); then localisation on the test boxes, the ensemble's heatmap vs the
+single model's class activation map, box by box (jobs/localisation.py).
 
 Local Ray, local files, no configuration; each stage is the same run() a user submits. Every flag of every
 stage is checked before anything is written.
@@ -23,8 +26,14 @@ import pyarrow.fs as pafs
 
 from jobs import quantize, report, score, synth, train, train_tiles
 from jobs.cli import connect_ray, job_main, require_valid
+from jobs.localisation import heatmap_vs_cam, localisation_line
 from storage.fs import Location, StorageError, check_reachable, read_bytes, resolve, write_bytes_atomic
+from storage.metadata_files import load_metadata
+from xray.comparison import PairedScores, delta_lines, verdict
 from xray.models import BACKBONES
+from xray.synth import SMALL_FINDINGS
+from xray.synth_detail import FINE_FINDINGS, FindingDetail
+from xray.tiles import TileGrid
 
 MARKER = ".tilescope-demo.json"
 """Written first into a --workdir the demo takes: what a later demo may replace there."""
@@ -42,17 +51,20 @@ class DemoConfig:
     n_images: int = 600
     """Synthetic images to generate."""
     size: int = 512
-    """Side of the synthetic PNGs in pixels (NIH images are 1024)."""
+    """Side of the synthetic PNGs in pixels (NIH images are 1024); the ensemble works at this full resolution."""
+    detail: FindingDetail = FindingDetail.FINE
+    """How synth draws findings: fine (small nodules, masses and plate atelectasis at full resolution, their
+    evidence in detail a downscale loses: where tiling should help) or coarse (every finding at <= 256 px)."""
     shards: int = 3
     """tar.gz shards of the synthetic archive."""
     backbone: str = field(default="dwsep_cnn", metadata={"choices": tuple(BACKBONES)})
     """Architecture to train, whole-image and per tile (densenet121 for the CheXNet model; slow on 2 cores)."""
     input_size: int = 128
-    """Model input size in pixels (the whole-image model's input and the ensemble's tile)."""
+    """The whole-image model's input in pixels: the --size image downscaled."""
     epochs: int = 12
     """Training epochs (whole-image model and each tile position)."""
-    grid: int = 2
-    """Tile ensemble: positions per side (tiles of input-size px over an image of grid x input-size px)."""
+    tile_size: int = 256
+    """The ensemble's tile in pixels, cut from the image at full --size resolution (512 / 256: a 2x2 grid)."""
     seed: int = 0
     """Seed of the synthetic archive and of training."""
     force: bool = False
@@ -84,7 +96,7 @@ def plan(cfg: DemoConfig) -> DemoPlan:
     endpoint = cfg.s3_endpoint
     return DemoPlan(
         synth=synth.SynthConfig(out=archive, n_images=cfg.n_images, size=cfg.size, shards=cfg.shards, seed=cfg.seed,
-                                s3_endpoint=endpoint),
+                                detail=cfg.detail, s3_endpoint=endpoint),
         train=train.TrainConfig(archive=archive, out=ckpt, backbone=cfg.backbone, input_size=cfg.input_size,
                                 epochs=cfg.epochs, seed=cfg.seed, s3_endpoint=endpoint),
         quantize=quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=calibration,
@@ -92,8 +104,8 @@ def plan(cfg: DemoConfig) -> DemoPlan:
         score_single=score.ScoreConfig(archive=archive, model=model, out=scores, metadata=metadata,
                                        s3_endpoint=endpoint, progress_every_s=5.0),
         train_tiles=train_tiles.TrainTilesConfig(
-            archive=archive, out=ensemble, image_size=cfg.grid * cfg.input_size, tile_size=cfg.input_size,
-            stride=cfg.input_size, backbone=cfg.backbone, epochs=cfg.epochs, seed=cfg.seed,
+            archive=archive, out=ensemble, image_size=cfg.size, tile_size=cfg.tile_size,
+            stride=cfg.tile_size, backbone=cfg.backbone, epochs=cfg.epochs, seed=cfg.seed,
             calibration_size=calibration, s3_endpoint=endpoint),
         score_tiles=score.ScoreConfig(archive=archive, model=ensemble, out=scores, metadata=metadata,
                                       s3_endpoint=endpoint, progress_every_s=5.0),
@@ -109,8 +121,8 @@ def validate(cfg: DemoConfig) -> DemoPlan:
         problems.append("--workdir is empty; name a new or empty directory")
     if cfg.n_images < 50:
         problems.append("--n-images must be at least 50 for a train/val/test split")
-    if cfg.grid < 1:
-        problems.append("--grid must be at least 1")
+    if not 0 < cfg.tile_size <= cfg.size:
+        problems.append(f"--tile-size must be in [1, --size {cfg.size}], got {cfg.tile_size}")
     # The rest (--backbone, --size, --shards, --input-size, --epochs, ...) is checked by the stages themselves.
     stages = plan(cfg)
     checks = (("synth", synth.validate, stages.synth), ("train", train.validate, stages.train),
@@ -190,17 +202,35 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
     connect_ray()
     single = score.run(s.score_single)
     t = s.train_tiles
-    print(f"== 5/6 tile ensemble: {cfg.grid}x{cfg.grid} {cfg.backbone} models of {t.tile_size}px tiles over "
+    steps = TileGrid(t.image_size, t.tile_size, t.stride).steps
+    print(f"== 5/6 tile ensemble: {steps}x{steps} {cfg.backbone} models of {t.tile_size}px tiles over "
           f"{t.image_size}px images, one model per position on a pool of Ray actors -> {t.out}; scored into "
           f"{s.score_tiles.out}", flush=True)
     train_tiles.run(t)
     tiled = score.run(s.score_tiles)
-    print(f"== 6/6 report: ensemble vs single model on the test split -> {s.report.out}", flush=True)
+    print(f"== 6/6 report: ensemble vs single model on the test split, AUROC and localisation -> {s.report.out}",
+          flush=True)
     r = report.run(replace(s.report, results=(tiled.results_uri, single.results_uri)))
+    level = s.report.ci_level
+    if r.paired is not None:
+        small = FINE_FINDINGS if cfg.detail == FindingDetail.FINE else SMALL_FINDINGS
+        print("\n".join(delta_lines(r.paired, small, level, focus_name="small-finding")), flush=True)
+    meta_uri = s.report.metadata
+    located = heatmap_vs_cam(tiled.results_uri, s.train.out, s.synth.out, load_metadata(meta_uri, cfg.s3_endpoint),
+                             meta_uri, cfg.s3_endpoint)
+    print(localisation_line(located), flush=True)
     print(f"demo done: {single.rows} rows per run ({single.errors} errors) under {s.score_single.out}; test mean "
-          f"AUROC ensemble {r.mean_auroc:.4f} vs single model {r.baseline_mean_auroc:.4f}; open "
-          f"{s.report.out}/report.html (everything under {root.uri})", flush=True)
+          f"AUROC ensemble {r.mean_auroc:.4f} vs single model {r.baseline_mean_auroc:.4f}, paired: "
+          f"{_mean_verdict(r.paired, level)}; open {s.report.out}/report.html (everything under {root.uri})",
+          flush=True)
     return tiled
+
+
+def _mean_verdict(paired: PairedScores | None, level: float) -> str:
+    if paired is None:
+        return verdict(float("nan"), float("nan"), float("nan"), level)
+    mean = paired.mean_delta(paired.labels, level)
+    return verdict(mean.mean, mean.low, mean.high, level)
 
 
 def main(argv: list[str] | None = None) -> int:

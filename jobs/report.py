@@ -43,6 +43,7 @@ from storage.metadata_files import load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
 from storage.scored_runs import ScoredRun
+from xray.comparison import PairedScores
 from xray.ground_truth import Split
 from xray.metadata import ArchiveMetadata, parse_split_list
 from xray.report_html import render_page
@@ -114,6 +115,8 @@ class ReportSummary:
     """Images the thresholds flag (for any label) on the apply split."""
     overlays: int
     seconds: float
+    paired: PairedScores | None = None
+    """With a second run: both runs' scores on the evaluated images both scored (xray.comparison)."""
 
 
 def validate(cfg: ReportConfig) -> None:
@@ -193,7 +196,7 @@ def run(cfg: ReportConfig) -> ReportSummary:
     files.append(write_text(out, "report.json", json.dumps(body, indent=2, sort_keys=True, allow_nan=False)))
     summary = ReportSummary(out.uri, tuple(files), int(runs[0].image_id.size), int(primary.image_id.size),
                             evaluated, ev.mean_auroc, ev.baseline_mean_auroc, flagged, len(drawn),
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, ev.paired)
     print(f"report on {runs[0].uri}: {summary.scored} scored images, {evaluated} evaluated ({evaluated_on}), "
           f"mean AUROC {format_metric(summary.mean_auroc, 4)}; thresholds fit on {fit}, {flagged} flagged on "
           f"{apply}; {summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)

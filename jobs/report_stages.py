@@ -19,6 +19,7 @@ from storage.fs import read_json, resolve
 from storage.metadata_files import ArchiveMetadata
 from storage.results import RUN_CLAIM
 from storage.scored_runs import ScoredRun, read_heatmaps
+from xray.comparison import PairedScores
 from xray.decode import DecodeError, decode_gray8
 from xray.evaluation import (
     AurocDelta,
@@ -161,6 +162,8 @@ class Evaluation:
     mean_delta: MeanInterval | None = None
     baseline_rocs: list[tuple[np.ndarray, np.ndarray] | None] | None = None
     paired_images: int = 0
+    paired: PairedScores | None = None
+    """Both runs' scores on the paired images, for the labels both score (means over label subsets)."""
 
     @property
     def mean_auroc(self) -> float:
@@ -207,7 +210,8 @@ def evaluate(images: ScoredImages, split: Split, resamples: int, level: float, s
         deltas[j] = paired_auroc_delta(y_pair[:, k], p_pair[:, k], b_pair[:, k], level)
         b_rocs[j] = roc_curve(y_pair[:, k], b_pair[:, k])
     return Evaluation(images.labels, estimates, mean, rocs, hists, b_est, mean_auroc_interval(y_pair, b_pair, level),
-                      deltas, mean_auroc_interval(y_pair, p_pair, level, baseline=b_pair), b_rocs, int(ia.size))
+                      deltas, mean_auroc_interval(y_pair, p_pair, level, baseline=b_pair), b_rocs, int(ia.size),
+                      PairedScores(tuple(images.labels[j] for j in shared), y_pair, p_pair, b_pair))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from actors.openvino_ir import IRPrecision
 from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
 from jobs.provenance import tilescope_versions
-from jobs.score_stages import ProgressLine, decode_chunk, write_chunks
+from jobs.score_stages import ProgressLine, ScoringCost, decode_chunk, write_chunks
 from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
 from storage.artifacts import open_typed
@@ -182,11 +182,14 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
 
     # Stream.
     written: dict[tuple[str, int], int] = {}
+    cost = ScoringCost()
     stream_seconds = 0.0
+    actors = 0
     if todo:
         connect_ray()
+        actors = pool_size(cfg)
         t_stream = time.perf_counter()
-        written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels,
+        written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels, cost,
                           expected_total=len(expected) if expected else None)
         stream_seconds = time.perf_counter() - t_stream
     scored_now = sum(written.values())
@@ -210,6 +213,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         "missing_from_archive": (len(expected - counts.image_ids) if expected is not None else None),
         "scored_this_attempt": scored_now, "seconds_this_attempt": seconds,
         "pipeline_seconds_this_attempt": stream_seconds, "images_per_s": rate,
+        "cost": cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
         "model": manifest.model, "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
         **_precision_record(cfg, out), "labels": labels, "shards": [s.name for s in shards],
         "config": _public_config(cfg), "versions": _versions(ray.__version__),
@@ -217,9 +221,13 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     write_json(out, RUN_MANIFEST, body)
     missing = ("" if body["missing_from_archive"] is None
                else f"; {body['missing_from_archive']} listed in the metadata but missing from the archive")
+    spent = body["cost"]
+    per_image = ("" if spent["core_ms_per_image"] is None else
+                 f", {spent['core_ms_per_image']:.1f} core-ms per image: decode {spent['decode_core_ms_per_image']:.1f}"
+                 f" + {spent['positions_per_image']} model run(s) {spent['infer_core_ms_per_image']:.1f}")
     print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors in {counts.files} "
-          f"files{missing}; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s) -> {out.uri}",
-          flush=True)
+          f"files{missing}; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s{per_image}) "
+          f"-> {out.uri}", flush=True)
     return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False,
                         stream_seconds)
 
@@ -235,9 +243,18 @@ def _claim(cfg: ScoreConfig, out, artifact_sha: str, chunking: Chunking, shards)
     return checked.claim, checked.new_shards
 
 
+def scoring_shape(manifest: ScorableManifest) -> tuple[int, int, int]:
+    """(model runs per image, the size an image is decoded at, each model's input size): (1, S, S) for a single
+    model; (grid positions, image size, tile size) for an ensemble, which decodes once for all its positions."""
+    if isinstance(manifest, EnsembleManifest):
+        return manifest.grid.n_positions, manifest.grid.image_size, manifest.grid.tile_size
+    return 1, manifest.input_size, manifest.input_size
+
+
 def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifest: ScorableManifest, run_id: str,
-            labels: list[str], expected_total: int | None) -> dict[tuple[str, int], int]:
-    """Score the shards in `todo`; returns the rows of every chunk written, by (shard, chunk)."""
+            labels: list[str], cost: ScoringCost, expected_total: int | None) -> dict[tuple[str, int], int]:
+    """Score the shards in `todo`; returns the rows of every chunk written, by (shard, chunk), and adds what
+    scoring them cost to `cost`."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
@@ -303,6 +320,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifes
     written: dict[tuple[str, int], int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
+        cost.add(batch)
         written.update(zip(zip(batch["shard"].tolist(), batch["chunk"].tolist(), strict=True),
                            batch["rows"].tolist(), strict=True))
     line.finish()

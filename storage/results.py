@@ -63,6 +63,11 @@ DECODE_MS = "decode_ms"
 INFER_MS = "infer_ms"
 HEATMAP = "heatmap"
 TILE_MAX = "tile_max"
+# Batch-only columns, never written: the CPU time (core-ms) a chunk's decode and scoring took, spread evenly over
+# its rows (decode over every row, scoring over its ok rows); the writer sums them per chunk for the run
+# manifest's `cost` (jobs/score_stages.py, ScoringCost).
+DECODE_CORE_MS = "decode_core_ms"
+INFER_CORE_MS = "infer_core_ms"
 # The columns a chunk carries from the archive to its file (storage/archive_source.py): which file a row goes
 # to, whether that file is its shard's last, how many rows the whole chunk has, and the member's bytes.
 SHARD = "shard"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from xray.labels import LABELS
 from xray.png_encode import REAL_FILTER_MIX, encode_png  # noqa: F401  (synth's PNG writer; its public name here)
-from xray.synth_detail import FINE_FINDINGS, FINE_PAINTERS, FindingDetail
+from xray.synth_detail import FINE_FINDINGS, FINE_PAINTERS, VESSEL_DOTS, FindingDetail, paint_vessel_dots
 from xray.synth_metadata import CaseRecord
 
 P_NO_FINDING = 0.40
@@ -349,7 +349,13 @@ def synth_case(index: int, seed: int, size: int, finding_scale: float = 1.0,
     centres = (np.arange(r, dtype=np.float32) + 0.5) / r
     grid = _Grid(y=centres[:, None], x=centres[None, :], r=r, finding_scale=finding_scale)
     img = _background(grid, anatomy, rng, view)
-    fine = np.zeros((size, size), np.float32) if detail == FindingDetail.FINE else None
+    fine = None
+    if detail == FindingDetail.FINE:
+        fine = np.zeros((size, size), np.float32)
+        clutter_rng = np.random.default_rng([seed, 5, index])  # its own stream: findings draw what they did
+        dots = [_lung_point(clutter_rng, anatomy, int(clutter_rng.integers(2)), -0.9, 0.9)
+                for _ in range(int(clutter_rng.integers(*VESSEL_DOTS)))]
+        paint_vessel_dots(fine, dots, clutter_rng)
     boxes = []
     for label in findings:  # each finding draws from its own stream: adding one moves no other
         label_rng = np.random.default_rng([seed, 4, index, LABELS.index(label)])

@@ -7,8 +7,13 @@ small findings look on a real radiograph:
 
 - sizes as in the clinic: nodules 0.8-3% of the image width across (about 3-13 mm on a 43 cm film), masses
   4-7%, plate-like atelectasis 4-8% long and ~0.15% thick;
-- a body whose mean contrast is near the noise and well below the lung texture around it (a few grey levels),
-  so a blob detector on a downscaled image has little to go on;
+- a body whose mean contrast is near the noise and well below the lung texture around it (a few grey levels);
+- clutter that looks like them once downscaled: every fine image carries 25-50 vessels seen end-on, smooth
+  round opacities of a nodule's size and mean contrast in the lungs (`paint_vessel_dots`). A 224 px model sees
+  a nodule and a vessel as the same small bump; only full resolution shows which one has specks. This is the
+  clinical reason small nodules are missed (and why they are confused with vessels), which a generator
+  without clutter lacks: area averaging keeps a finding's integrated contrast, so without look-alikes a
+  downscaled model would find every bump;
 - the evidence in fine structure: calcification-like specks 0.12-0.2% of the width across inside a nodule,
   spiculated margins (thin radial lines) around a mass, a thin dense line for plate atelectasis. A 4.6x
   area-averaging downscale (1024 -> 224 px) divides a speck's contrast by ~20 while the lung texture it sits in
@@ -38,9 +43,9 @@ class FindingDetail(StrEnum):
 
 FINE_FINDINGS = ("Atelectasis", "Mass", "Nodule")
 # Contrasts, as fractions of full scale (255 grey levels): the faint bodies are 1-2 grey levels, the fine
-# structure 10-13, against uniform pixel noise of 3.3 levels peak to peak and lung texture of ~5 levels.
+# structure ~25, against uniform pixel noise of 3.3 levels peak to peak and lung texture of ~5 levels.
 BODY_CONTRAST = 0.006
-DETAIL_CONTRAST = 0.05
+DETAIL_CONTRAST = 0.1  # dense, like calcification: ~25 grey levels
 MIN_DOT_PX = 0.75  # a speck narrower than this is spread over this radius with its integrated contrast kept
 
 
@@ -105,11 +110,11 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def paint_nodule(layer: np.ndarray, cy: float, cx: float, scale: float, rng: np.random.Generator) -> Box:
-    """A faint round opacity 0.8-3% of the width across holding 4-10 calcification-like specks."""
+    """A faint round opacity 0.8-3% of the width across holding 6-14 calcification-like specks."""
     rad = _log_uniform(rng, 0.004, 0.015) * scale
     w = _Window(layer.shape[0], cy, cx, 1.3 * rad)
     values = BODY_CONTRAST * _disc(w, cy, cx, rad, edge=0.3)
-    for _ in range(int(rng.integers(4, 11))):
+    for _ in range(int(rng.integers(6, 15))):
         u, v = rng.uniform(-1.0, 1.0, size=2)
         while u * u + v * v > 0.6:
             u, v = rng.uniform(-1.0, 1.0, size=2)
@@ -147,6 +152,19 @@ def paint_atelectasis(layer: np.ndarray, cy: float, cx: float, scale: float, rng
     w.add(layer, values)
     ry = abs(tilt) * half_len + 0.008
     return cx - half_len, cy - ry, cx + half_len, cy + ry
+
+
+VESSEL_DOTS = (25, 51)
+"""Vessels seen end-on per image (drawn at random from this half-open range)."""
+
+
+def paint_vessel_dots(layer: np.ndarray, centres: list[tuple[float, float]], rng: np.random.Generator) -> None:
+    """Smooth round opacities (vessels seen end-on) at `centres`: a nodule's size distribution and its mean
+    contrast once downscaled (body plus specks averaged: ~2-4 grey levels), but no specks and no rim."""
+    for cy, cx in centres:
+        rad = _log_uniform(rng, 0.004, 0.015)
+        w = _Window(layer.shape[0], cy, cx, 1.3 * rad)
+        w.add(layer, rng.uniform(0.008, 0.016) * _disc(w, cy, cx, rad, edge=0.6))
 
 
 FinePainter = Callable[[np.ndarray, float, float, float, np.random.Generator], Box]

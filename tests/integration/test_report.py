@@ -107,6 +107,10 @@ def test_report_values_agree_with_sklearn_and_the_results(scored, two_run_report
     body = json.load(open(os.path.join(out, "report.json")))
     assert body["mean_auroc"] == pytest.approx(mean["auroc"]) and body["mean_delta"]["mean"] == \
         pytest.approx(mean["delta"])
+    # The summary carries the paired scores the deltas rest on (the demo words its verdicts from them).
+    paired = summary.paired
+    assert paired.labels == LABELS and paired.truth.shape == paired.a.shape == paired.b.shape == (80, len(LABELS))
+    assert paired.mean_delta(LABELS, 0.95).mean == pytest.approx(mean["delta"], abs=1e-9)
     assert [r["committed"] for r in body["runs"]] == [True, True] and body["runs"][0]["rows"] == 80
     assert body["runs"][0]["model_split"].endswith("patient split val_fraction 0.15, seed 0")
     assert body["runs"][1]["model_split"].endswith("patient split val_fraction 0.15, seed 1")

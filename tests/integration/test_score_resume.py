@@ -16,6 +16,7 @@ import pytest
 
 from jobs import score, synth
 from tests.conftest import REPO
+from tests.integration.run_manifests import assert_cost, read_cost
 
 N_IMAGES = 480
 
@@ -95,6 +96,9 @@ def test_killed_driver_then_rerun_finishes_only_the_rest(local_ray, tiny_models,
     assert resumed.rows == N_IMAGES
     assert 0 < resumed.scored_now < N_IMAGES  # only the remaining chunks were scored
     assert_exactly_once(resumed.results_uri)
+    # The manifest's cost covers this attempt's images: one 64 px model run per image, decoded at 64 px.
+    assert_cost(read_cost(resumed.results_uri), positions=1, decode_size=64, model_input_size=64,
+                images=resumed.scored_now)
 
     again = score.run(config(archive, model, out))
     assert again.already_complete and again.scored_now == 0 and again.rows == N_IMAGES

@@ -16,6 +16,7 @@ from jobs import score, synth, train_tiles
 from jobs.provenance import tilescope_versions
 from storage.artifacts import open_artifact
 from storage.results import HEATMAP_SHAPE_KEY
+from tests.integration.run_manifests import assert_cost, read_cost
 from xray.labels import LABELS, prob_column
 
 N_WORKERS = 3
@@ -125,3 +126,5 @@ def test_ensemble_scoring_writes_heatmaps_and_tile_max(cluster, archive, tmp_pat
     np.testing.assert_allclose(table.column("tile_max").to_numpy(), corners.max(axis=(1, 2)), atol=1e-7)
     assert table.column("model").to_pylist()[0] == "tiles2x2-dwsep_cnn"
     assert trained.sha256 == table.column("artifact_sha256").to_pylist()[0]
+    # The run manifest's cost: one decode at 96 px for all four 64 px position models.
+    assert_cost(read_cost(res.results_uri), positions=4, decode_size=96, model_input_size=64, images=96)

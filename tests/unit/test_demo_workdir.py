@@ -81,11 +81,11 @@ def test_an_empty_directory_is_taken_and_a_file_is_refused(tmp_path):
 def test_every_flag_is_checked_before_anything_is_written(tmp_path, capsys):
     work = tmp_path / "new"
     rc = demo.main(["--workdir", str(work), "--n-images", "20", "--input-size", "16", "--epochs", "0",
-                    "--grid", "0", "--shards", "30"])
+                    "--tile-size", "0", "--shards", "30"])
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("tilescope demo: error: invalid configuration")
-    for problem in ("--n-images must be at least 50", "--grid must be at least 1",
+    for problem in ("--n-images must be at least 50", "--tile-size must be in [1, --size 512], got 0",
                     "--shards 30 exceeds --n-images 20; a shard cannot be empty (in the synth stage)",
                     "--input-size 16 is below 32 pixels (in the train stage)",
                     "--epochs must be at least 1 (in the train stage)",

@@ -22,11 +22,16 @@ def _downscaled_peak(layer: np.ndarray, out: int) -> float:
     return float(np.asarray(Image.fromarray(layer).resize((out, out), Image.Resampling.BOX)).max())
 
 
-def test_coarse_is_the_default_and_fine_changes_only_fine_findings() -> None:
+def test_coarse_is_the_default_and_fine_keeps_every_other_draw() -> None:
     plain = next(i for i in range(400) if synth_case(i, 4, 128).findings
                  and not set(synth_case(i, 4, 128).findings) & set(FINE_FINDINGS))
-    assert synth_case(plain, 4, 128).image.tobytes() == \
-        synth_case(plain, 4, 128, detail=FindingDetail.FINE).image.tobytes()
+    coarse = synth_case(plain, 4, 128)
+    assert coarse.image.tobytes() == synth_case(plain, 4, 128, detail=FindingDetail.COARSE).image.tobytes()
+    fine = synth_case(plain, 4, 128, detail=FindingDetail.FINE)
+    assert fine.bboxes == coarse.bboxes and fine.findings == coarse.findings  # clutter has its own stream
+    changed = fine.image.astype(int) - coarse.image.astype(int)
+    assert changed.any() and changed.min() >= 0  # vessels seen end-on: small opacities added, nothing removed
+    assert not changed[:, :8].any()  # outside the lungs nothing moves
     nodule = _find(4, "Nodule", 128)
     coarse, fine = synth_case(nodule, 4, 128), synth_case(nodule, 4, 128, detail=FindingDetail.FINE)
     assert coarse.image.tobytes() != fine.image.tobytes()
@@ -74,6 +79,21 @@ def test_coarse_findings_survive_the_same_downscale() -> None:
 
     assert kept(coarse) > 0.5
     assert kept(fine) < kept(coarse)
+
+
+def test_vessel_dots_look_like_a_downscaled_nodule_but_have_no_specks() -> None:
+    from xray.synth_detail import paint_nodule, paint_vessel_dots
+
+    nodules, vessels = np.zeros((SIZE, SIZE), np.float32), np.zeros((SIZE, SIZE), np.float32)
+    rng = np.random.default_rng(0)
+    for k in range(16):
+        y, x = (k // 4 + 0.5) / 4, (k % 4 + 0.5) / 4
+        paint_nodule(nodules, y, x, 1.0, rng)
+        paint_vessel_dots(vessels, [(y, x)], rng)
+    small_n = np.asarray(Image.fromarray(nodules).resize((224, 224), Image.Resampling.BOX))
+    small_v = np.asarray(Image.fromarray(vessels).resize((224, 224), Image.Resampling.BOX))
+    assert 0.5 < small_v.max() / small_n.max() < 2.0  # alike at 224 px
+    assert nodules.max() > 4 * vessels.max()  # but only the nodule has specks at full resolution
 
 
 def test_synth_cli_takes_detail(tmp_path, capsys) -> None:
