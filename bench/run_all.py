@@ -1,7 +1,7 @@
 """Every benchmark, one after the other (never two at once: they time the same cores), each writing its own
 section of docs/BENCHMARKS.md.
 
-    make bench        (or: .venv/bin/python -m bench.run_all; about 80 minutes on 2 cores)
+    make bench        (or: .venv/bin/python -m bench.run_all; about 115 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 BENCHMARKS = ("bench.core_scaling", "bench.inference", "bench.decode", "bench.scoring", "bench.worker_reuse", "bench.tiles",
-              "bench.install_footprint", "bench.report")
+              "bench.install_footprint", "bench.report", "bench.calibration")
 
 
 def main() -> int:

@@ -50,7 +50,8 @@ class ImportConfig:
     weights: str | None = None
     """PyTorch weights file (state dict, checkpoint dict or safetensors), local or s3://; needs --backbone."""
     backbone: str | None = None
-    """Registry backbone the --weights are for: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn."""
+    """Registry backbone the --weights are for: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn,
+    vgg16."""
     onnx: str | None = None
     """ONNX model file, local or s3://."""
     ir: str | None = None

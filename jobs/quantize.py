@@ -1,17 +1,25 @@
 """Quantize a model to INT8 with NNCF post-training quantization, and measure how closely INT8 follows FP32.
 
 The source is a checkpoint artifact (`tilescope train`, or `tilescope import --weights`), exported here to an
-FP32 IR, or a model artifact holding an FP32 IR (`tilescope import --onnx / --ir`). Calibration uses a seeded
-subset of the archive's train_val images (default 300); on a seeded subset of its test images the FP32 IR (in
-f32 whatever the CPU), the INT8 IR and, by default, the FP32 IR in bf16 are compared: per-label AUROC,
-median / p99 / max |p_fp32 - p_int8|, and per label the share of images whose flag at the FP32 Youden
-threshold flips. The manifest records every figure and what each run actually ran on which CPU class.
+FP32 IR, or a model artifact holding an FP32 IR (`tilescope import --onnx / --ir`). Calibration images
+(--calibration, default 300 of them): `archive`, a seeded subset of the archive's train_val images; `synthetic`,
+chest-like images from tilescope's generator; `fractal`, procedural IFS fractals. The last two hold no patient
+data (xray/calibration_sets.py). On a seeded subset of the archive's test images (the real labelled split,
+whatever the calibration) the FP32 IR (in f32 whatever the CPU), the INT8 IR and, by default, the FP32 IR in
+bf16 are compared: per-label AUROC, median / p99 / max |p_fp32 - p_int8|, and per label the share of images
+whose flag at the FP32 Youden threshold flips. The manifest records the calibration source, every figure and
+what each run actually ran on which CPU class. Without --archive (synthetic or fractal calibration only)
+nothing is evaluated: the job says so on stderr and the manifest records `metrics.evaluation: null`.
+
+When bench.calibration measured the chosen --calibration to hurt the chosen backbone (xray/calibration_risks.json,
+docs/BENCHMARKS.md), a one-line warning names what it measured and what did better.
 
 Accuracy control: with --max-drop (mean AUROC, absolute) and/or --max-prob-diff (p99 |p_fp32 - p_int8|),
 NNCF keeps layers in float until both hold on the evaluation images. The result is measured again; if it does
 not hold, the job fails (exit 2) saying what it reached, and writes nothing.
 
     tilescope quantize --checkpoint runs/ckpt --archive runs/synth --out runs/model
+    tilescope quantize --checkpoint runs/ckpt --archive runs/synth --calibration fractal --out runs/model-fractal
     ray job submit --working-dir . -- python -m jobs.quantize --checkpoint s3://b/ckpt --archive s3://b/nih \
         --out s3://b/model
 """
@@ -19,6 +27,7 @@ not hold, the job fails (exit 2) saying what it reached, and writes nothing.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -46,6 +55,14 @@ from storage.artifacts import Artifact, open_typed, require_new, write_artifact
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.agreement import Agreement, agreement
+from xray.calibration_risks import load_risks, warning_for
+from xray.calibration_sets import (
+    CalibrationSource,
+    archive_calibration_ids,
+    describe,
+    generated_images,
+    pixel_summary,
+)
 from xray.labels import LABELS
 from xray.manifests import (
     DEFAULT_VAL_FRACTION,
@@ -64,14 +81,19 @@ class QuantizeConfig:
     checkpoint: str
     """Checkpoint artifact (tilescope train, tilescope import --weights) or model artifact with an FP32 IR
     (tilescope import --onnx / --ir), local or s3://."""
-    archive: str
-    """Archive to draw the calibration and evaluation images from."""
     out: str
     """Model artifact URI to create (fp32/ and int8/ IR + manifest.json); must not exist yet."""
+    archive: str | None = None
+    """Archive whose labelled test split evaluates INT8 against FP32 (and whose train_val images calibrate with
+    --calibration archive). Needed except with synthetic / fractal calibration, where leaving it out skips the
+    evaluation (said on stderr and in the manifest)."""
+    calibration: CalibrationSource = CalibrationSource.ARCHIVE
+    """Calibration images: archive (a seeded subset of its train_val images), synthetic (tilescope's chest-like
+    generator) or fractal (procedural IFS fractals); the last two hold no patient data."""
     metadata: str | None = None
     """Data_Entry_2017.csv URI; default: beside the shards."""
     calibration_size: int = 300
-    """Images in the seeded calibration subset (drawn from train_val)."""
+    """Images in the seeded calibration set."""
     eval_size: int = 500
     """Labelled test-split images on which FP32, INT8 and bf16 are compared (0 = skip)."""
     preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
@@ -114,10 +136,25 @@ class QuantizeSummary:
     """bf16 vs FP32 agreement (Agreement.to_json), when measured."""
     ran: dict = field(default_factory=dict)
     """fp32 / int8 / bf16 -> what ran (RanPrecision.to_json)."""
+    calibration: str = CalibrationSource.ARCHIVE.value
+    """The calibration source."""
+    eval_images: int = 0
+    """Test images INT8 was evaluated on (0: not evaluated)."""
+    fp32_prob_std: tuple[float, ...] = ()
+    """Per label: the spread (std) of FP32 probabilities over the evaluation images. Flags flip under tiny INT8
+    errors when a model's outputs barely spread, so flips mean little on such a model."""
 
 
 class AgreementNotReached(ValueError):
-    """Accuracy control could not bring INT8 within --max-drop / --max-prob-diff: nothing is written."""
+    """Accuracy control could not bring INT8 within --max-drop / --max-prob-diff: nothing is written. Carries what
+    was reached (`int8`, `ran`) for callers that report it (bench.calibration)."""
+
+    def __init__(self, message: str, int8: Agreement | None = None, ran: RanPrecision | None = None) -> None:
+        super().__init__(message)
+        self.int8, self.ran = int8, ran
+
+
+PROG = "tilescope quantize"
 
 
 def validate(cfg: QuantizeConfig) -> None:
@@ -127,12 +164,21 @@ def validate(cfg: QuantizeConfig) -> None:
     if cfg.eval_size < 0:
         problems.append("--eval-size must be >= 0")
     problems += coerce_choices(cfg)
+    if cfg.archive is None:
+        if cfg.calibration == CalibrationSource.ARCHIVE:
+            problems.append("--archive is needed with --calibration archive (or calibrate with synthetic or fractal "
+                            "images and leave the evaluation out)")
+        for flag, value in (("--max-drop", cfg.max_drop), ("--max-prob-diff", cfg.max_prob_diff)):
+            if value is not None:
+                problems.append(f"{flag} needs --archive: accuracy control runs on its labelled test split")
+        if cfg.metadata is not None:
+            problems.append("--metadata needs --archive: it labels the archive's images")
     if cfg.max_drop is not None and not 0.0 <= cfg.max_drop < 1.0:
         problems.append("--max-drop must be in [0, 1)")
     if cfg.max_prob_diff is not None and not 0.0 < cfg.max_prob_diff <= 1.0:
         problems.append("--max-prob-diff must be in (0, 1]")
     for flag, value in (("--max-drop", cfg.max_drop), ("--max-prob-diff", cfg.max_prob_diff)):
-        if value is not None and cfg.eval_size < 10:
+        if value is not None and cfg.archive is not None and cfg.eval_size < 10:
             problems.append(f"{flag} needs --eval-size of at least 10 labelled images")
     require_valid(problems)
 
@@ -185,7 +231,8 @@ def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: d
 
 @dataclass(frozen=True)
 class ImageSubsets:
-    """Calibration pixels (C, 1, S, S); evaluation ids (M,), pixels (M, 1, S, S) and labels (M, L)."""
+    """Calibration pixels (C, 1, S, S); evaluation ids (M,), pixels (M, 1, S, S) and labels (M, L); M = 0 without
+    an archive."""
 
     calibration: np.ndarray
     eval_ids: tuple[str, ...]
@@ -194,26 +241,63 @@ class ImageSubsets:
 
 
 def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
-    """Seeded calibration images from train_val and evaluation images from test, for the model's split (an
-    imported model has none: train_val and test as the archive's lists give them)."""
+    """Calibration images of the chosen source, and seeded evaluation images from the archive's test split, for
+    the model's split (an imported model has none: train_val and test as the archive's lists give them).
+
+    The archive calibration subset is drawn first whatever the source (xray.calibration_sets), so one --seed
+    evaluates every source on the same test images."""
+    size = source.input_size
+    generated = None if cfg.calibration == CalibrationSource.ARCHIVE else \
+        generated_images(cfg.calibration, cfg.calibration_size, size, cfg.seed)
+    if cfg.archive is None:
+        assert generated is not None  # validate(): archive calibration needs --archive
+        return ImageSubsets(generated, (), np.zeros((0, 1, size, size), np.uint8),
+                            np.zeros((0, len(source.labels)), np.float32))
     meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
     record = source.split or SplitRecord(DEFAULT_VAL_FRACTION, 0)
     split = split_by_patient(meta, record.val_fraction, record.seed)
     rng = np.random.default_rng(cfg.seed)
-    pool = sorted(split.train | split.val)
-    calib_ids = set(rng.choice(pool, size=min(cfg.calibration_size, len(pool)), replace=False).tolist())
+    calib_ids = archive_calibration_ids(sorted(split.train | split.val), cfg.calibration_size, rng)
     eval_pool = sorted(split.test)
     eval_ids = set(rng.choice(eval_pool, size=min(cfg.eval_size, len(eval_pool)), replace=False).tolist()) \
         if cfg.eval_size else set()
-    images = load_image_set(cfg.archive, calib_ids | eval_ids, source.input_size, cfg.s3_endpoint)
+    wanted = eval_ids | (calib_ids if generated is None else set())
+    images = load_image_set(cfg.archive, wanted, size, cfg.s3_endpoint)
     pick = {i: k for k, i in enumerate(images.ids)}
-    calibration = images.pixels[[pick[i] for i in images.ids if i in calib_ids]]
+    calibration = generated if generated is not None else images.pixels[[pick[i] for i in images.ids
+                                                                          if i in calib_ids]]
     if len(calibration) == 0:
         raise ValueError(f"--archive {cfg.archive}: no decodable calibration images found")
     eval_order = tuple(i for i in images.ids if i in eval_ids)
     columns = [LABELS.index(label) for label in source.labels]
     return ImageSubsets(calibration, eval_order, images.pixels[[pick[i] for i in eval_order]],
                         labels_for(eval_order, meta)[:, columns])
+
+
+def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
+    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them."""
+    from_archive = cfg.calibration == CalibrationSource.ARCHIVE
+    return {"source": cfg.calibration.value, "patient_images": cfg.calibration.patient_images,
+            "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
+            "split": "train_val" if from_archive else None,
+            "generator": None if from_archive else describe(cfg.calibration, source.input_size),
+            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ranges": cfg.ranges,
+            "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
+            "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
+
+
+def warn_before_quantizing(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> None:
+    """stderr: a model quantized without evaluation, and a backbone + source bench.calibration found to hurt."""
+    if cfg.archive is None:
+        print(f"{PROG}: warning: no --archive: INT8 is calibrated on {len(images.calibration)} {cfg.calibration} "
+              "images and NOT evaluated against FP32 (the manifest records metrics.evaluation: null). Before "
+              "trusting it, quantize again with --archive and a labelled split, or score one archive with "
+              "--precision fp32 and --precision int8 and compare the runs with tilescope report --results A "
+              "--results B", file=sys.stderr, flush=True)
+    if cfg.max_drop is None and cfg.max_prob_diff is None:
+        known = warning_for(load_risks(), source.model, cfg.calibration)
+        if known:
+            print(f"{PROG}: warning: {known}", file=sys.stderr, flush=True)
 
 
 def accuracy_control(cfg: QuantizeConfig, images: ImageSubsets, p32: np.ndarray) -> AccuracyControl | None:
@@ -253,7 +337,7 @@ def check_agreement(cfg: QuantizeConfig, int8: Agreement, ran: RanPrecision) -> 
             f"INT8 did not reach the accuracy asked for on {int8.images} evaluation images, with {floats} of "
             f"{sum(ran.compute.values())} compute layers left in float by NNCF's accuracy control: "
             + "; ".join(problems) + f". Nothing was written to --out {cfg.out}. Allow more, evaluate on more "
-            "images (--eval-size), or keep layers in float yourself (--ignored-names / --ignored-types)")
+            "images (--eval-size), or keep layers in float yourself (--ignored-names / --ignored-types)", int8, ran)
 
 
 def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.ndarray, RanPrecision]:
@@ -270,7 +354,9 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     require_new(cfg.out, cfg.s3_endpoint)
     source = load_source(cfg)
     images = draw_images(cfg, source)
-    print(f"calibration: {len(images.calibration)} images, evaluation: {len(images.eval_ids)}", flush=True)
+    print(f"calibration: {len(images.calibration)} {cfg.calibration} images, evaluation: {len(images.eval_ids)} "
+          + (f"test images of {cfg.archive}" if cfg.archive else "(no --archive)"), flush=True)
+    warn_before_quantizing(cfg, source, images)
 
     p32, ran32 = measure(compile_cpu(source.fp32, IRPrecision.FP32), IRPrecision.FP32, images.eval_pixels)
     int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
@@ -287,18 +373,19 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
         ran["bf16"] = ran16.to_json()
 
     fp32_auroc, int8_auroc = list(int8_vs_fp32.reference_auroc), list(int8_vs_fp32.auroc)
+    spread = [float(v) for v in np.std(p32, axis=0)] if len(p32) else []
+    evaluation = None if cfg.archive is None else {
+        "archive": cfg.archive, "split": "test", "images": len(images.eval_ids),
+        "pixels": pixel_summary(images.eval_pixels)}
     diff = int8_vs_fp32.abs_prob_diff
     manifest = ModelManifest(
         model=source.model, labels=source.labels, input_size=source.input_size,
         irs={"fp32": "fp32/model.xml", "int8": "int8/model.xml"}, split=source.split, checkpoint=source.origin,
-        calibration={"archive": cfg.archive, "images": len(images.calibration), "seed": cfg.seed,
-                     "split": "train_val", "preset": cfg.preset, "ranges": cfg.ranges,
-                     "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
-                     "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop,
-                     "max_prob_diff": cfg.max_prob_diff},
-        metrics={"eval_images": len(images.eval_ids), "fp32_auroc": fp32_auroc, "int8_auroc": int8_auroc,
+        calibration=calibration_record(cfg, source, images),
+        metrics={"eval_images": len(images.eval_ids), "evaluation": evaluation, "fp32_auroc": fp32_auroc,
+                 "int8_auroc": int8_auroc,
                  "fp32_mean_auroc": mean_auroc(fp32_auroc), "int8_mean_auroc": mean_auroc(int8_auroc),
-                 "max_abs_prob_diff": diff["max"], "int8_vs_fp32": int8_vs_fp32.to_json(),
+                 "max_abs_prob_diff": diff["max"], "fp32_prob_std": spread, "int8_vs_fp32": int8_vs_fp32.to_json(),
                  "bf16_vs_fp32": bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, "ran": ran},
         versions={**source.versions, "openvino": ov.__version__, "nncf": nncf.__version__, **tilescope_versions()},
         config=asdict(cfg), normalization=source.normalization, source=source.imported,
@@ -308,16 +395,19 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     summary = QuantizeSummary(cfg.out, sha, tuple(fp32_auroc), tuple(int8_auroc), mean_auroc(fp32_auroc),
                               mean_auroc(int8_auroc), diff["max"], time.perf_counter() - t0, diff["median"],
                               diff["p99"], int8_vs_fp32.flip_share,
-                              bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, ran)
-    print(f"artifact {cfg.out} (sha256 {sha[:12]}): mean AUROC FP32 {summary.fp32_mean_auroc:.4f} "
-          f"INT8 {summary.int8_mean_auroc:.4f}; |p_fp32 - p_int8| median {diff['median']:.4f} p99 {diff['p99']:.4f} "
-          f"max {diff['max']:.4f}; ran fp32 as {ran32.precision}, int8 as {ran8.precision}"
+                              bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, ran, cfg.calibration.value,
+                              len(images.eval_ids), tuple(spread))
+    measured = (f"mean AUROC FP32 {summary.fp32_mean_auroc:.4f} INT8 {summary.int8_mean_auroc:.4f}; |p_fp32 - "
+                f"p_int8| median {diff['median']:.4f} p99 {diff['p99']:.4f} max {diff['max']:.4f}"
+                if images.eval_ids else "NOT evaluated against FP32")
+    print(f"artifact {cfg.out} (sha256 {sha[:12]}), calibrated on {cfg.calibration} images: {measured}; ran fp32 as "
+          f"{ran32.precision}, int8 as {ran8.precision}"
           + (f", bf16 as {ran['bf16']['precision']}" if bf16_vs_fp32 else "") + f" on {ran8.cpu}", flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main(QuantizeConfig, run, "tilescope quantize", __doc__, argv)
+    return job_main(QuantizeConfig, run, PROG, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ class TrainConfig:
     metadata: str | None = None
     """Data_Entry_2017.csv URI; default: beside the shards. Split lists are read from beside it."""
     backbone: str = field(default="densenet121", metadata={"choices": tuple(BACKBONES)})
-    """Architecture from the registry: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn."""
+    """Architecture from the registry: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn, or vgg16
+    (VGG-16)."""
     input_size: int = 224
     """Square model input in pixels."""
     epochs: int = 5

@@ -65,7 +65,7 @@ class TrainTilesConfig:
     stride: int = 256
     """Step between tiles (smaller than --tile-size for overlap); the last row/column is zero-padded."""
     backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES)})
-    """Architecture of every position model: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn."""
+    """Architecture of every position model: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn, vgg16."""
     epochs: int = 5
     """Training epochs per position."""
     batch_size: int = 32

@@ -11,8 +11,11 @@ reads back; keys added since are optional):
   checkpoint: kind, model {name, labels, input_size, [mean, std]}, config, math_path, history, test_auroc,
               test_mean_auroc, split, versions, [source]
   model:      kind, model, labels, input {shape [-1, 1, S, S], ..., normalization}, output,
-              precisions {name: xml path}, checkpoint {uri, sha256}, calibration, metrics, split, versions,
-              config, [source]
+              precisions {name: xml path}, checkpoint {uri, sha256}, calibration {[source], images, seed, ...},
+              metrics {eval_images, [evaluation], ...}, split, versions, config, [source]
+  calibration.source (archive | synthetic | fractal) is absent from models quantized before it was recorded:
+  they were all calibrated on the archive. metrics.evaluation is null for a model quantized without an archive
+  (nothing was evaluated), absent from models written before it was recorded.
   split is null for a model brought in by `tilescope import` (the patients it trained on are not known);
   source (import only) says what was imported: format, file and its sha256, how outputs map to labels.
   ensemble:   kind, model, backbone, labels, grid {image_size, tile_size, stride, ...}, input, output,
@@ -140,6 +143,15 @@ class ModelManifest:
     @property
     def precisions(self) -> tuple[str, ...]:
         return tuple(sorted(self.irs))
+
+    @property
+    def calibration_source(self) -> str | None:
+        """Which images calibrated the INT8 IR (`calibration.source`: archive, synthetic, fractal; see
+        xray.calibration_sets): "archive" for a model quantized before the source was recorded (archive was
+        the only one), None for a model with no INT8 calibration (an imported FP32 model)."""
+        if not self.calibration:
+            return None
+        return str(self.calibration.get("source", "archive"))
 
     def ir_path(self, precision: str) -> str:
         if precision not in self.irs:

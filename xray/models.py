@@ -1,4 +1,4 @@
-"""Model registry: CheXNet-style DenseNet-121 and smaller backbones, all with one input contract.
+"""Model registry: CheXNet-style DenseNet-121, VGG-16 and smaller backbones, all with one input contract.
 
 Every model takes raw grayscale pixels, (N, 1, S, S) uint8 or float in [0, 255], and does its own
 normalisation inside the graph (scale, mean/std — ImageNet's unless the spec says otherwise —, grey -> 3
@@ -90,6 +90,17 @@ def _mobilenet_v3_small(num_labels: int) -> tuple[nn.Module, str | None]:
     return net, MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
 
 
+def _vgg16(num_labels: int) -> tuple[nn.Module, str | None]:
+    """VGG-16 (no batch norm), the transfer-learning backbone of CAM-heatmap studies: classifier[6], its last
+    Linear, gives one output per label. torchvision's adaptive 7x7 pool lets it take inputs from 32 px."""
+    from torchvision.models import VGG16_Weights, vgg16
+
+    net = vgg16(weights=None)
+    last = net.classifier[6]
+    net.classifier[6] = nn.Linear(last.in_features, num_labels)
+    return net, VGG16_Weights.IMAGENET1K_V1.url
+
+
 def _separable(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),
@@ -123,9 +134,11 @@ BACKBONES: dict[str, Callable[[int], tuple[nn.Module, str | None]]] = {
     "resnet18": _resnet18,
     "mobilenet_v3_small": _mobilenet_v3_small,
     "dwsep_cnn": _dwsep_cnn,
+    "vgg16": _vgg16,
 }
 # Each backbone's last Linear layer (its state-dict name): one output row per label.
-HEADS = {"densenet121": "classifier", "resnet18": "fc", "mobilenet_v3_small": "classifier.3", "dwsep_cnn": "9"}
+HEADS = {"densenet121": "classifier", "resnet18": "fc", "mobilenet_v3_small": "classifier.3", "dwsep_cnn": "9",
+         "vgg16": "classifier.6"}
 
 
 def check_name(name: str) -> None:

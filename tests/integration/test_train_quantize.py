@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import subprocess
@@ -13,11 +14,12 @@ import torch
 
 from jobs import quantize, train
 from jobs.provenance import tilescope_versions
-from storage.artifacts import open_artifact, sha256_hex
+from storage.artifacts import open_artifact, open_typed, sha256_hex
 from tests.conftest import REPO
 from tests.integration.above_chance import fp32_probs, relabel
 from xray.cpu_isa import this_cpu
 from xray.labels import LABELS
+from xray.manifests import ArtifactKind
 from xray.models import ModelSpec, build_model, load_state
 
 
@@ -166,3 +168,51 @@ def test_cli_bad_input_exits_nonzero_naming_the_cause(tiny_models, tmp_path):
     assert no_artifact.returncode == 2 and "manifest.json" in no_artifact.stderr
     for proc in (missing, unknown, malformed, misfit, no_artifact):
         assert "Traceback" not in proc.stderr
+
+
+def test_calibration_without_patient_data_is_recorded_and_evaluated_on_the_archive_test_split(above_chance, tmp_path):
+    summaries, manifests = {}, {}
+    for source in ("archive", "synthetic", "fractal"):
+        out = str(tmp_path / source)
+        summaries[source] = _quantize(above_chance, out, calibration=source, bf16_metrics=False)
+        manifests[source] = open_artifact(out)
+    for source, art in manifests.items():
+        m = art.manifest
+        cal, evaluation = m["calibration"], m["metrics"]["evaluation"]
+        assert cal["source"] == source == summaries[source].calibration and cal["images"] == 16
+        assert cal["patient_images"] is (source == "archive")
+        assert (cal["archive"], cal["split"]) == ((above_chance["archive"], "train_val") if source == "archive"
+                                                  else (None, None))
+        assert (cal["generator"] is None) is (source == "archive")
+        assert evaluation["archive"] == above_chance["archive"] and evaluation["split"] == "test"
+        assert evaluation["images"] == m["metrics"]["eval_images"] == summaries[source].eval_images == 16
+        assert open_typed(art.uri, None, "--model", ArtifactKind.MODEL)[1].calibration_source == source
+        # The relabelled test images: FP32 ranks them perfectly whatever calibrated INT8.
+        assert summaries[source].fp32_mean_auroc == 1.0
+        spread = m["metrics"]["fp32_prob_std"]
+        assert len(spread) == len(LABELS) and list(summaries[source].fp32_prob_std) == spread
+        assert all(s > 0 for s in spread)  # every label has images on both sides of its cut
+    # One --seed: every source is evaluated on the same test images (same FP32 probabilities, same thresholds),
+    # while the calibration images, and so the INT8 weights, differ.
+    thresholds = {s: a.manifest["metrics"]["int8_vs_fp32"]["fp32_youden_thresholds"] for s, a in manifests.items()}
+    assert thresholds["archive"] == thresholds["synthetic"] == thresholds["fractal"]
+    assert len({json.dumps(a.manifest["calibration"]["pixels"]) for a in manifests.values()}) == 3
+    assert len({a.read("int8/model.bin") for a in manifests.values()}) == 3
+    assert manifests["archive"].read("fp32/model.bin") == manifests["fractal"].read("fp32/model.bin")
+
+
+def test_quantize_without_an_archive_says_nothing_was_evaluated(above_chance, tmp_path, capsys):
+    out = tmp_path / "blind"
+    rc = quantize.main(["--checkpoint", above_chance["checkpoint"], "--out", str(out), "--calibration", "fractal",
+                        "--calibration-size", "8", "--no-bf16-metrics"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "tilescope quantize: warning: no --archive" in captured.err and "NOT evaluated" in captured.err
+    assert "NOT evaluated against FP32" in captured.out
+    m = open_artifact(str(out)).manifest
+    assert m["metrics"]["evaluation"] is None and m["metrics"]["eval_images"] == 0
+    assert m["metrics"]["fp32_prob_std"] == []
+    assert m["calibration"]["source"] == "fractal" and m["calibration"]["images"] == 8
+    assert m["config"]["archive"] is None and m["config"]["calibration"] == "fractal"
+    assert b"FakeQuantize" in open_artifact(str(out)).read("int8/model.xml") or \
+        b'element_type="i8"' in open_artifact(str(out)).read("int8/model.xml")

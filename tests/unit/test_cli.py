@@ -209,12 +209,14 @@ def test_job_enum_flags_list_their_choices():
     expected = {
         (score.ScoreConfig, "--precision"): ["int8", "fp32", "bf16"],
         (quantize.QuantizeConfig, "--preset"): ["performance", "mixed"],
+        (quantize.QuantizeConfig, "--calibration"): ["archive", "synthetic", "fractal"],
         (train.TrainConfig, "--train-precision"): ["auto", "bf16", "fp32"],
-        (train.TrainConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn"],
+        (train.TrainConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn", "vgg16"],
         (train_tiles.TrainTilesConfig, "--combiner"): ["mean", "max", "stacked"],
         (train_tiles.TrainTilesConfig, "--preset"): ["performance", "mixed"],
         (train_tiles.TrainTilesConfig, "--train-precision"): ["auto", "bf16", "fp32"],
-        (train_tiles.TrainTilesConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn"],
+        (train_tiles.TrainTilesConfig, "--backbone"): ["densenet121", "resnet18", "mobilenet_v3_small", "dwsep_cnn",
+                                                       "vgg16"],
         (synth.SynthConfig, "--csv-style"): ["2017", "2020"],
         (report.ReportConfig, "--eval-split"): ["all", "train_val", "train", "val", "test"],
         (report.ReportConfig, "--fit-split"): ["all", "train_val", "train", "val", "test"],
@@ -329,11 +331,11 @@ def test_train_validate_collects_every_problem():
     from jobs.train import TrainConfig, validate
 
     with pytest.raises(ValueError) as info:
-        validate(TrainConfig(archive="a", out="b", backbone="vgg16", epochs=0, batch_size=1,
+        validate(TrainConfig(archive="a", out="b", backbone="vgg19", epochs=0, batch_size=1,
                              train_precision="fp8"))
     msg = str(info.value)
-    choices = "densenet121, dwsep_cnn, mobilenet_v3_small, resnet18"
-    assert f"--backbone 'vgg16' is unknown; choose one of: {choices}" in msg
+    choices = "densenet121, dwsep_cnn, mobilenet_v3_small, resnet18, vgg16"
+    assert f"--backbone 'vgg19' is unknown; choose one of: {choices}" in msg
     assert "--epochs must be at least 1" in msg
     assert "--batch-size" in msg and "--train-precision 'fp8'" in msg
     assert msg.count("\n  - ") == 4
@@ -409,9 +411,9 @@ def test_dispatcher_job_with_invalid_flags_exits_2_naming_them(capsys):
     assert err.startswith("tilescope train: error: invalid configuration")
     assert "--batch-size" in err and "--epochs" in err
     with pytest.raises(SystemExit) as info:  # a fixed set of values is checked by the parser, naming the choices
-        dispatcher.main(["train", "--archive", "a", "--out", "b", "--backbone", "vgg16"])
+        dispatcher.main(["train", "--archive", "a", "--out", "b", "--backbone", "vgg19"])
     assert info.value.code == 2
-    assert "argument --backbone: invalid choice: 'vgg16' (choose from 'densenet121'" in capsys.readouterr().err
+    assert "argument --backbone: invalid choice: 'vgg19' (choose from 'densenet121'" in capsys.readouterr().err
 
 
 def test_python_m_jobs_unknown_job_exits_2():
@@ -465,8 +467,8 @@ def test_old_spellings_set_the_new_field_and_warn(capsys):
     assert "--model" not in text.split("options:")[1].replace("(was --model)", "")  # hidden, named by the new one
     assert "(was --model)" in text and "(was --precision)" in text
     with pytest.raises(SystemExit):  # an old spelling is checked like the new one
-        parser.parse_args(["--archive", "a", "--out", "o", "--model", "vgg16"])
-    assert "argument --model: invalid choice: 'vgg16'" in capsys.readouterr().err
+        parser.parse_args(["--archive", "a", "--out", "o", "--model", "vgg19"])
+    assert "argument --model: invalid choice: 'vgg19'" in capsys.readouterr().err
 
 
 def test_config_file_values_with_the_command_line_winning(tmp_path, capsys):
@@ -494,7 +496,7 @@ def test_config_file_values_with_the_command_line_winning(tmp_path, capsys):
 @pytest.mark.parametrize(("body", "message"), [
     ("epochs: three\n", "epochs: invalid int value 'three'"),
     ("epocs: 3\n", "'epocs' is not a flag of tilescope train"),
-    ("backbone: vgg16\n", "backbone: 'vgg16' is not one of densenet121, resnet18"),
+    ("backbone: vgg19\n", "backbone: 'vgg19' is not one of densenet121, resnet18"),
     ("train-precision: fp8\n", "train-precision: 'fp8' is not one of auto, bf16, fp32"),
     ("imagenet-backbone: yes please\n", "imagenet-backbone: expected true or false"),
     ("epochs: 2.5\n", "epochs: expected an integer"),

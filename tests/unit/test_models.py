@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from torch import nn
 from xray.labels import LABELS
 from xray.models import (
     BACKBONES,
+    HEADS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelSpec,
@@ -63,7 +65,8 @@ def pixels(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert sorted(BACKBONES) == ["densenet121", "dwsep_cnn", "mobilenet_v3_small", "resnet18"]
+    assert sorted(BACKBONES) == ["densenet121", "dwsep_cnn", "mobilenet_v3_small", "resnet18", "vgg16"]
+    assert set(HEADS) == set(BACKBONES)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,44 @@ def test_every_registry_name_builds_with_one_output_per_label(name, built):
     assert isinstance(model.normalize, PixelNormalize)
     heads = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
     assert heads[-1].out_features == 14
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_heads_name_the_last_linear_with_one_row_per_label(name, built):
+    head = built[name].backbone.get_submodule(HEADS[name])
+    assert head is [m for m in built[name].backbone.modules() if isinstance(m, nn.Linear)][-1]
+    assert head.out_features == 14
+
+
+def test_vgg16_at_a_small_input_runs_in_torch_and_as_an_fp32_ir():
+    from actors.openvino_ir import export_fp32, infer_probs
+
+    torch.manual_seed(0)
+    model = build_model(spec("vgg16", ("Effusion", "Mass", "Nodule"), size=32)).eval()
+    assert isinstance(model.backbone.classifier[6], nn.Linear) and model.backbone.classifier[6].out_features == 3
+    assert model.backbone.classifier[6].in_features == 4096
+    x = pixels(n=3, size=32, seed=7)
+    with torch.no_grad():
+        logits = model(x)
+        probs = torch.sigmoid(logits).numpy()
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    ir = infer_probs(export_fp32(model, 32), x.numpy())  # f32 hint: the same numbers on every CPU
+    assert ir.shape == (3, 3)
+    np.testing.assert_allclose(ir, probs, atol=1e-4)
+
+
+def test_vgg16_checkpoints_as_saved_elsewhere_fit_without_renaming_the_head(built):
+    from xray.models import shapes
+    from xray.weights import fit_problems, normalise_state
+
+    target = shapes(built["vgg16"].backbone)
+    assert {"features.0.weight", "classifier.0.weight", "classifier.3.weight", "classifier.6.weight"} <= set(target)
+    # torchvision's names under DataParallel's prefix inside a training checkpoint (values: shape-only stand-ins)
+    saved = {"epoch": 3, "state_dict": {f"module.{k}": np.broadcast_to(np.float32(0), shape)
+                                        for k, shape in target.items()}}
+    normalised = normalise_state(saved, target, "vgg.pth.tar")
+    assert set(normalised.state) == set(target) and fit_problems(normalised.state, target) == []
+    assert normalised.notes == ("stripped 'module.'",)  # classifier.N keys stay as they are
 
 
 def test_label_count_sets_the_head():
@@ -120,9 +161,9 @@ def test_with_sigmoid_gives_probabilities_of_the_logits():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown model 'vgg16'; choose one of: densenet121, dwsep_cnn, "
-                                         "mobilenet_v3_small, resnet18"):
-        build_model(spec("vgg16"))
+    with pytest.raises(ValueError, match="unknown model 'vgg19'; choose one of: densenet121, dwsep_cnn, "
+                                         "mobilenet_v3_small, resnet18, vgg16"):
+        build_model(spec("vgg19"))
     with pytest.raises(ValueError, match="unknown model"):
         check_name("")
     check_name("resnet18")  # a known name passes silently
@@ -287,6 +328,24 @@ def test_imagenet_backbone_is_loaded_from_the_cache(empty_hub):
     # The head keeps our label count and our (seeded) initialisation.
     assert model.backbone.fc.weight.shape == (14, 512)
     assert torch.equal(model.backbone.fc.weight, scratch.backbone.fc.weight)
+
+
+def test_vgg16_imagenet_backbone_is_loaded_from_the_cache_keeping_our_head(empty_hub):
+    from torchvision.models import VGG16_Weights
+
+    path = torchvision_cache_path(VGG16_Weights.IMAGENET1K_V1.url)
+    os.makedirs(os.path.dirname(path))
+    torch.manual_seed(5)
+    # torchvision's key names and 1000-class head; only a few tensors, so the test stays small (every key that
+    # fits is loaded, the others keep their initialisation).
+    first, hidden = torch.randn(64, 3, 3, 3), torch.randn(4096, 4096) * 0.01
+    torch.save({"features.0.weight": first, "classifier.3.weight": hidden,
+                "classifier.6.weight": torch.randn(1000, 4096)}, path)
+    torch.manual_seed(0)
+    model = build_model(spec("vgg16", size=32), imagenet_backbone=True)
+    assert torch.equal(model.backbone.features[0].weight, first)
+    assert torch.equal(model.backbone.classifier[3].weight, hidden)
+    assert model.backbone.classifier[6].weight.shape == (14, 4096)  # ours, not ImageNet's 1000 rows
 
 
 def test_imagenet_backbone_for_a_model_without_imagenet_weights(empty_hub):
