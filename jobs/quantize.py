@@ -41,39 +41,25 @@ from actors.openvino_ir import (
     QuantizationPreset,
     RanPrecision,
     compile_cpu,
-    export_fp32,
     infer_compiled,
     ir_bytes,
-    ir_files,
     quantize_int8,
-    read_ir,
     what_ran,
 )
 from jobs.cli import coerce_choices, job_main, require_valid
 from jobs.provenance import tilescope_versions
-from storage.artifacts import Artifact, open_typed, require_new, write_artifact
-from storage.image_sets import load_image_set
-from storage.metadata_files import default_metadata_uri, load_metadata
+from jobs.quantize_inputs import ImageSubsets, Source, calibration_record, draw_images, load_source
+from storage.artifacts import require_new, write_artifact
 from xray.agreement import Agreement, agreement
 from xray.calibration_risks import load_risks, warning_for
 from xray.calibration_sets import (
     CalibrationSource,
-    archive_calibration_ids,
-    describe,
-    generated_images,
     pixel_summary,
 )
-from xray.labels import LABELS
 from xray.manifests import (
-    DEFAULT_VAL_FRACTION,
-    ArtifactKind,
-    CheckpointManifest,
     ModelManifest,
-    SplitRecord,
-    normalization_text,
 )
 from xray.metrics import mean_auroc, per_label_auroc
-from xray.splits import labels_for, split_by_patient
 
 
 @dataclass(frozen=True)
@@ -181,109 +167,6 @@ def validate(cfg: QuantizeConfig) -> None:
         if value is not None and cfg.archive is not None and cfg.eval_size < 10:
             problems.append(f"{flag} needs --eval-size of at least 10 labelled images")
     require_valid(problems)
-
-
-@dataclass(frozen=True)
-class Source:
-    """What is quantized: an FP32 OpenVINO model and what the new artifact says about where it came from."""
-
-    model: str
-    labels: tuple[str, ...]
-    input_size: int
-    normalization: str
-    fp32: object  # openvino.Model
-    fp32_files: dict[str, bytes]
-    split: SplitRecord | None
-    origin: dict
-    imported: dict
-    versions: dict
-
-
-def load_source(cfg: QuantizeConfig) -> Source:
-    """The --checkpoint artifact as an FP32 OpenVINO model (a checkpoint is exported, a model artifact read)."""
-    artifact, manifest = open_typed(cfg.checkpoint, cfg.s3_endpoint, "--checkpoint", ArtifactKind.CHECKPOINT,
-                                    ArtifactKind.MODEL)
-    origin = {"uri": artifact.uri, "sha256": artifact.sha256, "kind": manifest.kind.value}
-    if isinstance(manifest, CheckpointManifest):
-        return _from_checkpoint(artifact, manifest, origin)
-    assert isinstance(manifest, ModelManifest)
-    xml = manifest.ir_path(IRPrecision.FP32.ir)
-    files = {f"fp32/model.{ext}": data for ext, data in zip(("xml", "bin"), ir_files(artifact, xml).values(),
-                                                              strict=True)}
-    return Source(manifest.model, manifest.labels, manifest.input_size, manifest.normalization,
-                  read_ir(artifact, xml), files, manifest.split, origin, dict(manifest.source), {})
-
-
-def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: dict) -> Source:
-    import torch
-
-    from xray.models import build_model, load_state
-
-    spec = manifest.model
-    model = build_model(spec)
-    load_state(model, artifact.read("model.pt"), artifact.uri)
-    model.eval()
-    fp32 = export_fp32(model, spec.input_size)
-    return Source(spec.name, spec.labels, spec.input_size, normalization_text(spec.mean, spec.std), fp32,
-                  ir_bytes(fp32, "fp32"), manifest.split, origin, dict(manifest.source),
-                  {"torch": torch.__version__})
-
-
-@dataclass(frozen=True)
-class ImageSubsets:
-    """Calibration pixels (C, 1, S, S); evaluation ids (M,), pixels (M, 1, S, S) and labels (M, L); M = 0 without
-    an archive."""
-
-    calibration: np.ndarray
-    eval_ids: tuple[str, ...]
-    eval_pixels: np.ndarray
-    eval_labels: np.ndarray
-
-
-def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
-    """Calibration images of the chosen source, and seeded evaluation images from the archive's test split, for
-    the model's split (an imported model has none: train_val and test as the archive's lists give them).
-
-    The archive calibration subset is drawn first whatever the source (xray.calibration_sets), so one --seed
-    evaluates every source on the same test images."""
-    size = source.input_size
-    generated = None if cfg.calibration == CalibrationSource.ARCHIVE else \
-        generated_images(cfg.calibration, cfg.calibration_size, size, cfg.seed)
-    if cfg.archive is None:
-        assert generated is not None  # validate(): archive calibration needs --archive
-        return ImageSubsets(generated, (), np.zeros((0, 1, size, size), np.uint8),
-                            np.zeros((0, len(source.labels)), np.float32))
-    meta = load_metadata(cfg.metadata or default_metadata_uri(cfg.archive), cfg.s3_endpoint)
-    record = source.split or SplitRecord(DEFAULT_VAL_FRACTION, 0)
-    split = split_by_patient(meta, record.val_fraction, record.seed)
-    rng = np.random.default_rng(cfg.seed)
-    calib_ids = archive_calibration_ids(sorted(split.train | split.val), cfg.calibration_size, rng)
-    eval_pool = sorted(split.test)
-    eval_ids = set(rng.choice(eval_pool, size=min(cfg.eval_size, len(eval_pool)), replace=False).tolist()) \
-        if cfg.eval_size else set()
-    wanted = eval_ids | (calib_ids if generated is None else set())
-    images = load_image_set(cfg.archive, wanted, size, cfg.s3_endpoint)
-    pick = {i: k for k, i in enumerate(images.ids)}
-    calibration = generated if generated is not None else images.pixels[[pick[i] for i in images.ids
-                                                                          if i in calib_ids]]
-    if len(calibration) == 0:
-        raise ValueError(f"--archive {cfg.archive}: no decodable calibration images found")
-    eval_order = tuple(i for i in images.ids if i in eval_ids)
-    columns = [LABELS.index(label) for label in source.labels]
-    return ImageSubsets(calibration, eval_order, images.pixels[[pick[i] for i in eval_order]],
-                        labels_for(eval_order, meta)[:, columns])
-
-
-def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
-    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them."""
-    from_archive = cfg.calibration == CalibrationSource.ARCHIVE
-    return {"source": cfg.calibration.value, "patient_images": cfg.calibration.patient_images,
-            "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
-            "split": "train_val" if from_archive else None,
-            "generator": None if from_archive else describe(cfg.calibration, source.input_size),
-            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ranges": cfg.ranges,
-            "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
-            "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
 
 
 def warn_before_quantizing(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> None:

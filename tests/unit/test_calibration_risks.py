@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs import quantize
+from jobs import quantize, quantize_inputs
 from xray.calibration_risks import (
     ACCURACY_CONTROL,
     DEFAULT,
@@ -108,8 +108,8 @@ def test_the_shipped_file_reads():
 
 def test_quantize_prints_the_warning_on_stderr_unless_accuracy_control_is_on(monkeypatch, capsys):
     monkeypatch.setattr(quantize, "load_risks", _risks)
-    source = quantize.Source("vgg16", ("Effusion",), 32, "", None, {}, None, {}, {}, {})
-    images = quantize.ImageSubsets(np.zeros((3, 1, 32, 32), np.uint8), ("a.png",), np.zeros((1, 1, 32, 32),
+    source = quantize_inputs.Source("vgg16", ("Effusion",), 32, "", None, {}, None, {}, {}, {})
+    images = quantize_inputs.ImageSubsets(np.zeros((3, 1, 32, 32), np.uint8), ("a.png",), np.zeros((1, 1, 32, 32),
                                    np.uint8), np.zeros((1, 1), np.float32))
     cfg = quantize.QuantizeConfig(checkpoint="c", out="o", archive="a", calibration="fractal")
     quantize.validate(cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import quantize
+from jobs import quantize, quantize_inputs
 from jobs.cli import parser_for
 from xray.calibration_sets import (
     SYNTH_FIRST_INDEX,
@@ -108,18 +108,18 @@ def test_validate_names_what_needs_an_archive():
     assert cfg.calibration is CalibrationSource.SYNTHETIC
 
 
-def _source(size: int = 32) -> quantize.Source:
-    return quantize.Source("dwsep_cnn", ("Effusion", "Mass"), size, "", None, {}, None, {}, {}, {})
+def _source(size: int = 32) -> quantize_inputs.Source:
+    return quantize_inputs.Source("dwsep_cnn", ("Effusion", "Mass"), size, "", None, {}, None, {}, {}, {})
 
 
 def test_without_an_archive_calibration_is_generated_and_nothing_is_evaluated():
     cfg = quantize.QuantizeConfig(checkpoint="c", out="o", calibration="fractal", calibration_size=5, seed=2)
     quantize.validate(cfg)
-    images = quantize.draw_images(cfg, _source())
+    images = quantize_inputs.draw_images(cfg, _source())
     assert np.array_equal(images.calibration, generated_images(CalibrationSource.FRACTAL, 5, 32, 2))
     assert images.eval_ids == () and images.eval_pixels.shape == (0, 1, 32, 32)
     assert images.eval_labels.shape == (0, 2)
-    record = quantize.calibration_record(cfg, _source(), images)
+    record = quantize_inputs.calibration_record(cfg, _source(), images)
     assert record["source"] == "fractal" and record["patient_images"] is False and record["images"] == 5
     assert record["archive"] is None and record["split"] is None and "fractal" in record["generator"]
     assert record["pixels"] == pixel_summary(images.calibration)
