@@ -546,7 +546,7 @@ def test_train_calibration_and_score_get_identical_model_inputs(tmp_path):
         assert list(scored["status"]) == ["ok"] * n
         np.testing.assert_array_equal(scored["pixels"], train.pixels)
     root = Path(__file__).resolve().parents[2]
-    for job in ("train", "quantize"):  # both jobs take their pixels from load_image_set, nothing else
+    for job in ("train", "quantize_inputs"):  # train and quantize take their pixels from load_image_set, nothing else
         tree = ast.parse((root / "jobs" / f"{job}.py").read_text())
         calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         assert "load_image_set" in calls and "decode_resized" not in calls, job
