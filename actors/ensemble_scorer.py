@@ -18,9 +18,9 @@ from actors.openvino_ir import RanPrecision, compile_ir, infer_async, precision_
 from actors.scorer import Int8Scorer
 from storage.artifacts import open_typed
 from storage.results import HEATMAP, TILE_MAX
-from xray.join import Combiner, StackedWeights, coarse_heatmap, combine
-from xray.manifests import ArtifactKind, EnsembleManifest
-from xray.tiles import TileGrid, tile_at
+from xray.metadata.manifests import ArtifactKind, EnsembleManifest
+from xray.tiles.grid import TileGrid, tile_at
+from xray.tiles.join import Combiner, StackedWeights, coarse_heatmap, combine
 
 
 def heatmap_shape(manifest: EnsembleManifest) -> tuple[int, int, int]:

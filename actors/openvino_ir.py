@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xray.cpu_isa import CpuIsa, this_cpu
+from xray.models.cpu_isa import CpuIsa, this_cpu
 
 # OpenVINO's Python package starts its telemetry on import (openvino.tools.ovc): it writes a client id and
 # stats under ~/intel and tries to send an event. A batch job must write nothing outside --out, so it is
@@ -96,7 +96,7 @@ def export_fp32(model: torch.nn.Module, input_size: int):  # -> openvino.Model
     import openvino as ov
     import torch
 
-    from xray.models import WithSigmoid
+    from xray.models.registry import WithSigmoid
 
     example = torch.zeros(1, 1, input_size, input_size, dtype=torch.uint8)
     ov_model = ov.convert_model(WithSigmoid(model).eval(), example_input=example,

@@ -26,8 +26,8 @@ import numpy as np
 from actors.openvino_ir import IRPrecision, RanPrecision, compile_ir, infer_async
 from storage.artifacts import open_typed
 from storage.results import CPU_ISA, INFER_CORE_MS, INFER_MS, PRECISION, STATUS
-from xray.labels import prob_column
-from xray.manifests import ArtifactKind
+from xray.metadata.labels import prob_column
+from xray.metadata.manifests import ArtifactKind
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "tilescope", "ov")
 
@@ -112,5 +112,5 @@ class Int8Scorer:
         return self._prob_columns(probs)
 
     def _prob_columns(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """(B, L) -> one (B,) column per label, named by xray.labels.prob_column."""
+        """(B, L) -> one (B,) column per label, named by xray.metadata.labels.prob_column."""
         return {prob_column(label): probs[:, j] for j, label in enumerate(self._labels)}

@@ -1,6 +1,6 @@
 """Trains, exports and quantizes tile-position models: a plain class that jobs/train_tiles.py runs as a
 pool of Ray actors (one per CPU slot, restarted on failure), each taking one epoch of one position at a
-time from xray.position_schedule, then the position's export.
+time from xray.tiles.schedule, then the position's export.
 
 Inputs are small and picklable: a PositionPlan, the LabelledSplit (image ids per split + labels) and the decoded
 shards (DecodedShard, passed as top-level object refs so every actor on a node reads the same shared
@@ -27,11 +27,11 @@ import torch
 from actors.openvino_ir import export_fp32, infer_probs, ir_bytes, openvino_threads, quantize_int8
 from storage.fs import exists, read_bytes, resolve, write_bytes_atomic
 from storage.image_sets import DecodedShard
-from xray.models import ModelSpec, build_model
-from xray.precision import choose_math_path
-from xray.splits import LabelledSplit
-from xray.tiles import TileGrid, tile_at
-from xray.training import EpochResult, fit
+from xray.metadata.splits import LabelledSplit
+from xray.models.precision import choose_math_path
+from xray.models.registry import ModelSpec, build_model
+from xray.models.training import EpochResult, fit
+from xray.tiles.grid import TileGrid, tile_at
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class TileTrainer:
             buf = io.BytesIO()
             torch.save(written, buf)
             write_bytes_atomic(self._checkpoint_uri(plan), buf.getvalue())
-            # No print: the driver prints progress from the EpochReport this call returns (jobs/progress.py).
+            # No print: the driver prints progress from the EpochReport this call returns (cli/progress.py).
 
         fit(model, train, val, before + 1, plan.batch_size, plan.lr, self.path, seed=plan.train_seed,
             start_epoch=before, optimizer_state=state["optimizer"] if state is not None else None,

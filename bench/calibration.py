@@ -6,7 +6,7 @@ thresholds, INT8 images/s.
 Every model is trained by tilescope's own train job on one synthetic archive (jobs.synth), quantized by the
 quantize job (--calibration archive|synthetic|fractal), and evaluated on the archive's test patients, which no
 model trained or calibrated on. Writes docs/BENCHMARKS.md (an overview section and one per backbone) and
-xray/calibration_risks.json, the figures `tilescope quantize` reads to warn (xray/calibration_risks.py).
+xray/calibration/calibration_risks.json, the figures `tilescope quantize` reads to warn (xray/calibration/risks.py).
 
 Where the time goes: NNCF's accuracy control first ranks every quantizer by reverting it alone (a new model,
 compiled and run on the test images each time): DenseNet-121 has 188, about 4.5 minutes per source on 2 cores.
@@ -36,7 +36,7 @@ from actors.scorer import Int8Scorer
 from bench.doc_sections import machine_line, write_section
 from bench.inference import scorer_throughput, synthetic_pixels
 from jobs import quantize, synth, train
-from xray.calibration_risks import (
+from xray.calibration.risks import (
     ACCURACY_CONTROL,
     DEFAULT,
     SHIPPED,
@@ -46,8 +46,8 @@ from xray.calibration_risks import (
     RiskRule,
     load_risks,
 )
-from xray.calibration_sets import CalibrationSource
-from xray.cpu_isa import this_cpu
+from xray.calibration.sets import CalibrationSource
+from xray.models.cpu_isa import this_cpu
 
 RISKS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xray", SHIPPED)
 
@@ -274,7 +274,7 @@ Mean AUROC drop and flags flipped with the default algorithm:
 |---|---|---|---|{'---|' * len(sources)}
 {chr(10).join(rows)}
 
-Rule (xray/calibration_risks.py, figures in xray/calibration_risks.json): a source **hurts** a backbone when {rule.text()}.
+Rule (xray/calibration/risks.py, figures in xray/calibration/calibration_risks.json): a source **hurts** a backbone when {rule.text()}.
 {verdict}
 """
 

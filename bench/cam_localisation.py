@@ -46,7 +46,7 @@ def cam_vs_ensemble(trained: Sequence[Scored], archive: str, work: str) -> str:
     return ("Localisation on the test images' BBox_List boxes: a hit when the label's map peaks in a cell "
             "overlapping the box; chance is the share of cells overlapping it (the hit rate of a random peak: a "
             "coarser map is easier to hit, so read each rate against its own chance). Ensemble: its scored INT8 "
-            "tile heatmap; single model: the class activation map of its FP32 checkpoint (xray/cam.py; `cam` for "
+            "tile heatmap; single model: the class activation map of its FP32 checkpoint (xray/models/cam.py; `cam` for "
             "GAP + Linear heads, `grad-cam` otherwise), cells placed where the layers centre them. Paired box by "
             "box; McNemar's exact test on the boxes only one of the two hits.\n\n"
             "| ensemble | single model | map | boxes | ensemble hit | chance | single hit | chance | both | "

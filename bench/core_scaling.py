@@ -32,10 +32,10 @@ def training_speed(precision, tile: int, n: int, epochs: int) -> float:
     import numpy as np
     import torch
 
-    from xray.labels import LABELS
-    from xray.models import ModelSpec, build_model
-    from xray.precision import MathPath, has_amx_bf16
-    from xray.training import fit
+    from xray.metadata.labels import LABELS
+    from xray.models.precision import MathPath, has_amx_bf16
+    from xray.models.registry import ModelSpec, build_model
+    from xray.models.training import fit
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -48,20 +48,20 @@ def training_speed(precision, tile: int, n: int, epochs: int) -> float:
 
 
 def train_tiles_per_s(seconds: float, _: int = 0) -> float:
-    from xray.precision import Precision
+    from xray.models.precision import Precision
 
     epochs = EPOCHS if seconds >= 15 else 3
     return training_speed(Precision.FP32, TILE, TILES, epochs)
 
 
 def _blobs(n: int = 8) -> list[bytes]:
-    from xray.synth import encode_png, synth_case
+    from xray.synth.images import encode_png, synth_case
 
     return [encode_png(synth_case(i, seed=1, size=1024).image) for i in range(n)]
 
 
 def decode_images_per_s(seconds: float, _: int = 0) -> float:
-    from xray.decode import decode_resized
+    from xray.codec.decode import decode_resized
 
     blobs = _blobs()
     decode_resized(blobs[0], 224)  # numba compiles outside the timing
@@ -78,7 +78,7 @@ def score_images_per_s(ir_xml: str, seconds: float, _: int = 0) -> float:
     import openvino as ov
 
     from actors.openvino_ir import IRPrecision, compile_cpu
-    from xray.decode import decode_resized
+    from xray.codec.decode import decode_resized
 
     blobs = _blobs()
     compiled = compile_cpu(ov.Core().read_model(ir_xml), IRPrecision.INT8, threads=1)

@@ -32,8 +32,8 @@ from PIL import Image
 
 from bench.doc_sections import machine_line, write_section
 from storage.gzip_members import INFLATERS, GzipMembers, inflater_module
-from xray import decode, png, png_unfilter
-from xray.synth import encode_png, synth_case
+from xray.codec import decode, png, png_unfilter
+from xray.synth.images import encode_png, synth_case
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "nih-sample"
 SIZE = 224
@@ -158,7 +158,7 @@ def main() -> None:
     # Building blocks of tilescope's path.
     parts = [idat_of(b) for b in grey]
     raws = [png.inflate(png.read_chunks(b, png.read_header(b))) for b in grey]
-    blocks: dict[str, float] = {"chunk walk + every CRC (xray.png)": cpu_ms(lambda b: idat_of(b), grey, r)}
+    blocks: dict[str, float] = {"chunk walk + every CRC (xray.codec.png)": cpu_ms(lambda b: idat_of(b), grey, r)}
     for name, fn in inflaters().items():
         blocks[f"inflate IDAT: {name}"] = cpu_ms(fn, parts, r)
     if png_unfilter.AVAILABLE:

@@ -34,11 +34,11 @@ from actors.scorer import Int8Scorer
 from bench.doc_sections import machine_line, write_section
 from jobs import quantize, synth, train
 from storage.artifacts import write_artifact
-from xray.cpu_isa import this_cpu
-from xray.labels import LABELS
-from xray.manifests import ModelManifest, SplitRecord
-from xray.models import ModelSpec, WithSigmoid, build_model
-from xray.synth import synth_case
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import ModelManifest, SplitRecord
+from xray.models.cpu_isa import this_cpu
+from xray.models.registry import ModelSpec, WithSigmoid, build_model
+from xray.synth.images import synth_case
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from storage.artifacts import write_artifact
 from storage.fs import resolve, write_json
 from storage.metadata_files import load_metadata
 from storage.results import RUN_MANIFEST, results_schema, results_table, write_chunk
-from xray.labels import LABELS, prob_column
-from xray.manifests import ModelManifest, SplitRecord
-from xray.metadata import DATA_ENTRY_HEADER
-from xray.splits import split_by_patient
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import ModelManifest, SplitRecord
+from xray.metadata.nih import DATA_ENTRY_HEADER
+from xray.metadata.splits import split_by_patient
 
 PREVALENCE = np.array([.10, .025, .12, .18, .05, .056, .013, .047, .04, .02, .022, .015, .03, .004])
 

@@ -34,14 +34,14 @@ import torch
 
 from bench.doc_sections import machine_line, write_section
 from bench.poller import Poller
+from cli.job_main import local_system_config
 from jobs import quantize, score, synth
-from jobs.cli import local_system_config
 from storage.archives import iter_members, list_shards
 from storage.artifacts import write_artifact
-from xray.decode import DECODER_ENV, decode_resized
-from xray.labels import LABELS
-from xray.manifests import DEFAULT_VAL_FRACTION, CheckpointManifest, SplitRecord
-from xray.models import ModelSpec, build_model
+from xray.codec.decode import DECODER_ENV, decode_resized
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import DEFAULT_VAL_FRACTION, CheckpointManifest, SplitRecord
+from xray.models.registry import ModelSpec, build_model
 
 SIZE = 224
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "nih-sample"

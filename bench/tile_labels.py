@@ -17,19 +17,19 @@ import numpy as np
 
 from storage.image_sets import load_image_set
 from storage.metadata_files import load_metadata
-from xray.labels import LABELS
-from xray.metrics import auroc
-from xray.models import ModelSpec, build_model
-from xray.precision import MathPath, Precision
-from xray.splits import labels_for, split_by_patient
-from xray.tiles import TileGrid, tile
-from xray.training import fit, predict_probs
+from xray.evaluation.metrics import auroc
+from xray.metadata.labels import LABELS
+from xray.metadata.splits import labels_for, split_by_patient
+from xray.models.precision import MathPath, Precision
+from xray.models.registry import ModelSpec, build_model
+from xray.models.training import fit, predict_probs
+from xray.tiles.grid import TileGrid, tile
 
 
 def tile_targets(ids: tuple[str, ...], boxes: dict[str, list[tuple[str, float, float]]], grid: TileGrid,
                  labels: tuple[str, ...]) -> np.ndarray:
     """(N * T, L) float32: 1 where a box of that label has its centre inside the tile (tile order of
-    xray.tiles.tile: image-major, positions row by row)."""
+    xray.tiles.grid.tile: image-major, positions row by row)."""
     t = grid.n_positions
     out = np.zeros((len(ids) * t, len(labels)), np.float32)
     for n, image_id in enumerate(ids):

@@ -1,7 +1,7 @@
 """Tile ensembles where they pay (issue 18): a tile ensemble at full resolution against single whole-image
 models downscaled to 224, 256 and 512 px, on a synthetic 1024 px archive whose nodules, masses and plate
 atelectasis are small, faint and carry their evidence in detail a downscale loses (`synth --detail fine`,
-xray/synth_detail.py).
+xray/synth/detail.py).
 
 Every model: the same backbone, the same epochs, fp32 training, then the product path: INT8 (NNCF, f32-hinted
 FP32 reference) and `score` on Ray Data over the whole archive. Reported on the archive's test patients:
@@ -30,10 +30,10 @@ from bench.tile_labels import ceiling as tile_label_ceiling
 from jobs import quantize, score, synth, train, train_tiles
 from storage.metadata_files import load_metadata
 from storage.scored_runs import open_run
-from xray.evaluation import AurocEstimate, auroc_intervals, percentile_interval
-from xray.ground_truth import Split
-from xray.metrics import auroc
-from xray.synth_detail import FINE_FINDINGS, FindingDetail
+from xray.evaluation.intervals import AurocEstimate, auroc_intervals, percentile_interval
+from xray.evaluation.metrics import auroc
+from xray.metadata.splits import Split
+from xray.synth.detail import FINE_FINDINGS, FindingDetail
 
 LEVEL = 0.95
 
@@ -240,7 +240,7 @@ Command: `.venv/bin/python -m bench.tile_resolution --images {args.images} --siz
 Machine: {machine_line()}.
 Archive: `synth --detail fine`, {args.images} images at {args.size} px, seed 21: nodules (0.8-3% of the width), masses
 (4-7%) and plate atelectasis drawn at full resolution, faint bodies (~1.5 grey levels) whose evidence is in
-specks and thin lines 1-2 px wide at 1024 px (xray/synth_detail.py). Every model: {args.backbone}, {args.epochs} epochs,
+specks and thin lines 1-2 px wide at 1024 px (xray/synth/detail.py). Every model: {args.backbone}, {args.epochs} epochs,
 batch 32, fp32 training, INT8 (NNCF, 300 calibration images), scored by `tilescope score` on Ray Data with
 {args.cpus} CPUs; AUROC on the archive's {len(common)} test images with {LEVEL:.0%} bootstrap intervals
 ({args.bootstrap} resamples of images).

@@ -23,7 +23,7 @@ import numpy as np
 from bench.core_scaling import training_speed
 from bench.doc_sections import machine_line, write_section
 from jobs import synth, train, train_tiles
-from xray.precision import Precision, has_amx_bf16
+from xray.models.precision import Precision, has_amx_bf16
 
 
 def math_speed(tile: int, n: int, epochs: int) -> dict[str, float]:

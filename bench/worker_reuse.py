@@ -18,8 +18,8 @@ import psutil
 from bench.doc_sections import machine_line, write_section
 from bench.poller import Poller
 from bench.scoring import make_model
+from cli.job_main import local_system_config
 from jobs import score, synth
-from jobs.cli import local_system_config
 
 SYSTEM_ACTORS = ("_StatsActor", "_AutoscalingCoordinatorActor", "ActorLocationTracker", "DashboardAgent",
                  "RuntimeEnvAgent", "raylet", "gcs_server", "log_monitor", "dashboard")

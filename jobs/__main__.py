@@ -2,7 +2,7 @@
 
 A target is a module (its `main(argv)` runs) or `module:function` for the cluster commands that share a
 module (status, logs, stop and list all live in jobs.runs). `tilescope --version` prints the version and the
-source commit (jobs/provenance.py). A job whose extra is not installed (train, quantize, train-tiles and demo
+source commit (cli/provenance.py). A job whose extra is not installed (train, quantize, train-tiles and demo
 need `tilescope[train]`) fails in one line that names it.
 """
 
@@ -14,7 +14,7 @@ import re
 import sys
 import tomllib
 
-from jobs import provenance
+from cli import provenance
 
 JOBS = {
     "synth": ("jobs.synth", "write a deterministic synthetic archive in the NIH layout"),

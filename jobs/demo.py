@@ -1,7 +1,7 @@
 """The whole system on an embedded default: synth -> train -> export + INT8 -> score, then a tile ensemble
 trained on Ray actors and scored the same way, then a report comparing the two runs. The comparison is printed
 per small-finding label and as means, each with its paired CI, and worded from the CI: a win only where the
-interval excludes 0 (xray/comparison.py); then localisation on the test boxes, the ensemble's heatmap vs the
+interval excludes 0 (xray/evaluation/comparison.py); then localisation on the test boxes, the ensemble's heatmap vs the
 single model's class activation map, box by box (jobs/localisation.py).
 
 Local Ray, local files, no configuration; each stage is the same run() a user submits. Every flag of every
@@ -24,16 +24,17 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.fs as pafs
 
+from cli.flags import require_valid
+from cli.job_main import connect_ray, job_main
 from jobs import quantize, report, score, synth, train, train_tiles
-from jobs.cli import connect_ray, job_main, require_valid
 from jobs.localisation import heatmap_vs_cam, localisation_line
 from storage.fs import Location, StorageError, check_reachable, read_bytes, resolve, write_bytes_atomic
 from storage.metadata_files import load_metadata
-from xray.comparison import PairedScores, delta_lines, verdict
-from xray.models import BACKBONES
-from xray.synth import SMALL_FINDINGS
-from xray.synth_detail import FINE_FINDINGS, FindingDetail
-from xray.tiles import TileGrid
+from xray.evaluation.comparison import PairedScores, delta_lines, verdict
+from xray.models.registry import BACKBONES
+from xray.synth.detail import FINE_FINDINGS, FindingDetail
+from xray.synth.images import SMALL_FINDINGS
+from xray.tiles.grid import TileGrid
 
 MARKER = ".tilescope-demo.json"
 """Written first into a --workdir the demo takes: what a later demo may replace there."""

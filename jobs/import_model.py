@@ -26,13 +26,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from jobs.cli import coerce_choices, job_main, require_valid
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import job_main
+from cli.provenance import tilescope_versions
 from jobs.import_stages import InputLayout, OutputKind, import_weights, read_foreign, wrap_foreign
-from jobs.provenance import tilescope_versions
 from storage.artifacts import require_new, sha256_hex, write_artifact
 from storage.fs import read_bytes, resolve
 from storage.results import safe_component
-from xray.manifests import (
+from xray.metadata.manifests import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointManifest,
@@ -106,7 +107,7 @@ def validate(cfg: ImportConfig) -> None:
     if len(given) != 1:
         problems.append(f"give exactly one of --weights, --onnx, --ir (got {', '.join(given) or 'none'})")
     if cfg.weights:
-        from xray.models import BACKBONES  # torch: only a weights import needs it
+        from xray.models.registry import BACKBONES  # torch: only a weights import needs it
 
         if cfg.backbone not in BACKBONES:
             problems.append(f"--weights needs --backbone, one of {', '.join(BACKBONES)} (got {cfg.backbone!r})")

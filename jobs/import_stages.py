@@ -1,8 +1,8 @@
 """The stages of `tilescope import`: weights -> a checkpoint's model.pt, and ONNX / OpenVINO IR -> an FP32 IR
 that keeps tilescope's contract.
 
-Weights: the file's state dict is renamed to a registry backbone's keys (xray/weights.py), the head's rows
-are cut to the kept outputs in CheXNet order (xray/outputs.py), and the model is saved as a tilescope state
+Weights: the file's state dict is renamed to a registry backbone's keys (xray/models/weights.py), the head's rows
+are cut to the kept outputs in CheXNet order (xray/models/outputs.py), and the model is saved as a tilescope state
 dict (normalisation buffers included). torch is imported here only, so an ONNX or IR import needs none.
 
 ONNX / IR: the graph gets tilescope's input and output in front of and behind the user's own:
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from actors.openvino_ir import IRPrecision, compile_cpu, infer_compiled
-from xray.manifests import ModelSpec
-from xray.outputs import OutputMap, output_map
-from xray.weights import WeightsError, fit_problems, select_rows
+from xray.metadata.manifests import ModelSpec
+from xray.models.outputs import OutputMap, output_map
+from xray.models.weights import WeightsError, fit_problems, select_rows
 
 
 class OutputKind(enum.StrEnum):
@@ -64,7 +64,7 @@ def import_weights(data: bytes, source: str, backbone: str, labels: tuple[str, .
     the model has, in CheXNet order. Raises ValueError (WeightsError) naming the file and what does not fit."""
     import torch
 
-    from xray.models import HEADS, XrayClassifier, backbone_state, build_model, shapes
+    from xray.models.registry import HEADS, XrayClassifier, backbone_state, build_model, shapes
 
     probe = build_model(ModelSpec(backbone, ("x",), input_size, mean, std))
     state, notes = backbone_state(data, probe.backbone, source)

@@ -1,8 +1,8 @@
 """Localisation on an archive's boxed test images, tile ensemble vs single model, box by box (issue 18).
 
 The ensemble's maps are the tile heatmaps its scored run holds (`heatmap`, INT8 as scored); the single model's
-are class activation maps of the checkpoint its model artifact was quantized from (xray/cam.py, float32 in
-torch: CAM does not exist in the INT8 IR). Both are scored by xray.ensemble_eval.box_hits on the same
+are class activation maps of the checkpoint its model artifact was quantized from (xray/models/cam.py, float32 in
+torch: CAM does not exist in the INT8 IR). Both are scored by xray.evaluation.ensemble.box_hits on the same
 BBox_List boxes of the same test images (test_list.txt), then paired (compare_localisation). Used by the demo
 and bench.tile_resolution; needs the [train] extra (torch) for the CAM.
 """
@@ -18,10 +18,10 @@ from storage.artifacts import open_typed
 from storage.image_sets import load_shard_images
 from storage.metadata_files import ArchiveMetadata
 from storage.scored_runs import open_run, read_heatmaps
-from xray.ensemble_eval import BoxHits, LocalisationComparison, box_hits, compare_localisation
-from xray.join import heatmap_cell
-from xray.manifests import ArtifactKind, CheckpointManifest, EnsembleManifest
-from xray.metadata import BBox
+from xray.evaluation.ensemble import BoxHits, LocalisationComparison, box_hits, compare_localisation
+from xray.metadata.manifests import ArtifactKind, CheckpointManifest, EnsembleManifest
+from xray.metadata.nih import BBox
+from xray.tiles.join import heatmap_cell
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def checkpoint_of(model_uri: str, endpoint: str | None = None) -> str:
 def cam_hits(checkpoint_uri: str, archive: str, boxes: tuple[BBox, ...], endpoint: str | None = None,
              batch_size: int = 32) -> tuple[BoxHits, str, dict[str, tuple[int, int]]]:
     """The single model's class activation maps on the boxed images, scored box by box; the method that ran
-    (`cam` or `grad-cam`, xray.cam.method_for); and the stored (width, height) of each image decoded."""
-    from xray.cam import activation_maps
-    from xray.models import build_model, load_state
+    (`cam` or `grad-cam`, xray.models.cam.method_for); and the stored (width, height) of each image decoded."""
+    from xray.models.cam import activation_maps
+    from xray.models.registry import build_model, load_state
 
     artifact, manifest = open_typed(checkpoint_uri, endpoint, "--checkpoint", ArtifactKind.CHECKPOINT)
     spec = manifest.model

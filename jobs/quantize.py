@@ -4,15 +4,15 @@ The source is a checkpoint artifact (`tilescope train`, or `tilescope import --w
 FP32 IR, or a model artifact holding an FP32 IR (`tilescope import --onnx / --ir`). Calibration images
 (--calibration, default 300 of them): `archive`, a seeded subset of the archive's train_val images; `synthetic`,
 chest-like images from tilescope's generator; `fractal`, procedural IFS fractals. The last two hold no patient
-data (xray/calibration_sets.py). On a seeded subset of the archive's test images (the real labelled split,
+data (xray/calibration/sets.py). On a seeded subset of the archive's test images (the real labelled split,
 whatever the calibration) the FP32 IR (in f32 whatever the CPU), the INT8 IR and, by default, the FP32 IR in
 bf16 are compared: per-label AUROC, median / p99 / max |p_fp32 - p_int8|, and per label the share of images
 whose flag at the FP32 Youden threshold flips. The manifest records the calibration source, every figure and
 what each run actually ran on which CPU class. Without --archive (synthetic or fractal calibration only)
 nothing is evaluated: the job says so on stderr and the manifest records `metrics.evaluation: null`.
 
-When bench.calibration measured the chosen --calibration to hurt the chosen backbone (xray/calibration_risks.json,
-docs/BENCHMARKS.md), a one-line warning names what it measured and what did better.
+When bench.calibration measured the chosen --calibration to hurt the chosen backbone
+(xray/calibration/calibration_risks.json, docs/BENCHMARKS.md), a one-line warning names what it measured and what did better.
 
 Accuracy control: with --max-drop (mean AUROC, absolute) and/or --max-prob-diff (p99 |p_fp32 - p_int8|),
 NNCF keeps layers in float until both hold on the evaluation images. The result is measured again; if it does
@@ -46,20 +46,21 @@ from actors.openvino_ir import (
     quantize_int8,
     what_ran,
 )
-from jobs.cli import coerce_choices, job_main, require_valid
-from jobs.provenance import tilescope_versions
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import job_main
+from cli.provenance import tilescope_versions
 from jobs.quantize_inputs import ImageSubsets, Source, calibration_record, draw_images, load_source
 from storage.artifacts import require_new, write_artifact
-from xray.agreement import Agreement, agreement
-from xray.calibration_risks import load_risks, warning_for
-from xray.calibration_sets import (
+from xray.calibration.risks import load_risks, warning_for
+from xray.calibration.sets import (
     CalibrationSource,
     pixel_summary,
 )
-from xray.manifests import (
+from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
+from xray.evaluation.metrics import mean_auroc, per_label_auroc
+from xray.metadata.manifests import (
     ModelManifest,
 )
-from xray.metrics import mean_auroc, per_label_auroc
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class QuantizeSummary:
     flip_share: tuple[float, ...] = ()
     """Per label: share of evaluation images whose flag at the FP32 Youden threshold flips under INT8."""
     bf16: dict | None = None
-    """bf16 vs FP32 agreement (Agreement.to_json), when measured."""
+    """bf16 vs FP32 agreement (PrecisionAgreement.to_json), when measured."""
     ran: dict = field(default_factory=dict)
     """fp32 / int8 / bf16 -> what ran (RanPrecision.to_json)."""
     calibration: str = CalibrationSource.ARCHIVE.value
@@ -135,7 +136,7 @@ class AgreementNotReached(ValueError):
     """Accuracy control could not bring INT8 within --max-drop / --max-prob-diff: nothing is written. Carries what
     was reached (`int8`, `ran`) for callers that report it (bench.calibration)."""
 
-    def __init__(self, message: str, int8: Agreement | None = None, ran: RanPrecision | None = None) -> None:
+    def __init__(self, message: str, int8: PrecisionAgreement | None = None, ran: RanPrecision | None = None) -> None:
         super().__init__(message)
         self.int8, self.ran = int8, ran
 
@@ -205,7 +206,7 @@ def accuracy_control(cfg: QuantizeConfig, images: ImageSubsets, p32: np.ndarray)
     return AccuracyControl(images.eval_pixels, p32, score, max_drop=1.0)
 
 
-def check_agreement(cfg: QuantizeConfig, int8: Agreement, ran: RanPrecision) -> None:
+def check_agreement(cfg: QuantizeConfig, int8: PrecisionAgreement, ran: RanPrecision) -> None:
     """The written artifact must meet the limits on its evaluation images, measured here, not as NNCF saw it."""
     problems = []
     if cfg.max_drop is not None and int8.auroc_drop > cfg.max_drop:
@@ -246,13 +247,13 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
                          control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
                          bias_correction=cfg.bias_correction)
     p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
-    int8_vs_fp32 = agreement(images.eval_labels, p32, p8)
+    int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)
     check_agreement(cfg, int8_vs_fp32, ran8)
     ran = {"fp32": ran32.to_json(), "int8": ran8.to_json()}
     bf16_vs_fp32 = None
     if cfg.bf16_metrics:
         p16, ran16 = measure(compile_cpu(source.fp32, IRPrecision.BF16), IRPrecision.BF16, images.eval_pixels)
-        bf16_vs_fp32 = agreement(images.eval_labels, p32, p16)
+        bf16_vs_fp32 = precision_agreement(images.eval_labels, p32, p16)
         ran["bf16"] = ran16.to_json()
 
     fp32_auroc, int8_auroc = list(int8_vs_fp32.reference_auroc), list(int8_vs_fp32.auroc)

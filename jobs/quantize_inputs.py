@@ -13,15 +13,15 @@ from actors.openvino_ir import IRPrecision, export_fp32, ir_bytes, ir_files, rea
 from storage.artifacts import Artifact, open_typed
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
-from xray.calibration_sets import (
+from xray.calibration.sets import (
     CalibrationSource,
     archive_calibration_ids,
     describe,
     generated_images,
     pixel_summary,
 )
-from xray.labels import LABELS
-from xray.manifests import (
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import (
     DEFAULT_VAL_FRACTION,
     ArtifactKind,
     CheckpointManifest,
@@ -29,7 +29,7 @@ from xray.manifests import (
     SplitRecord,
     normalization_text,
 )
-from xray.splits import labels_for, split_by_patient
+from xray.metadata.splits import labels_for, split_by_patient
 
 if TYPE_CHECKING:
     from jobs.quantize import QuantizeConfig
@@ -69,7 +69,7 @@ def load_source(cfg: QuantizeConfig) -> Source:
 def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: dict) -> Source:
     import torch
 
-    from xray.models import build_model, load_state
+    from xray.models.registry import build_model, load_state
 
     spec = manifest.model
     model = build_model(spec)
@@ -96,7 +96,7 @@ def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
     """Calibration images of the chosen source, and seeded evaluation images from the archive's test split, for
     the model's split (an imported model has none: train_val and test as the archive's lists give them).
 
-    The archive calibration subset is drawn first whatever the source (xray.calibration_sets), so one --seed
+    The archive calibration subset is drawn first whatever the source (xray.calibration.sets), so one --seed
     evaluates every source on the same test images."""
     size = source.input_size
     generated = None if cfg.calibration == CalibrationSource.ARCHIVE else \

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.cli import coerce_choices, job_main, require_valid
-from jobs.provenance import tilescope_versions
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import job_main
+from cli.provenance import tilescope_versions
 from jobs.report_page import build_page, run_names
 from jobs.report_stages import (
     Evaluation,
@@ -43,12 +44,12 @@ from storage.metadata_files import load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
 from storage.scored_runs import ScoredRun
-from xray.comparison import PairedScores
-from xray.ground_truth import Split
-from xray.metadata import ArchiveMetadata, parse_split_list
-from xray.report_html import render_page
-from xray.report_plots import format_metric
-from xray.screening import Agreement
+from xray.evaluation.comparison import PairedScores
+from xray.evaluation.screening import FlagAgreement
+from xray.metadata.nih import ArchiveMetadata, parse_split_list
+from xray.metadata.splits import Split
+from xray.report.html import render_page
+from xray.report.plots import format_metric
 
 REPORT_SCHEMA_VERSION = 2  # 2: auroc has a `mean` row, baseline CIs and flag flips; thresholds have Wilson CIs
 
@@ -116,7 +117,7 @@ class ReportSummary:
     overlays: int
     seconds: float
     paired: PairedScores | None = None
-    """With a second run: both runs' scores on the evaluated images both scored (xray.comparison)."""
+    """With a second run: both runs' scores on the evaluated images both scored (xray.evaluation.comparison)."""
 
 
 def validate(cfg: ReportConfig) -> None:
@@ -262,7 +263,7 @@ def _notes(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages],
 
 
 def _report_json(cfg: ReportConfig, runs: list[ScoredRun], known: list[KnownSplit], ev: Evaluation, sc: Screening,
-                 agreement: Agreement | None, scored: int, evaluated: int, flagged: int, n_overlays: int,
+                 agreement: FlagAgreement | None, scored: int, evaluated: int, flagged: int, n_overlays: int,
                  notes: list[str], files: list[str]) -> dict:
     def clean(v: float | None) -> float | None:
         return None if v is None or np.isnan(v) else float(v)

@@ -1,5 +1,5 @@
 """The HTML page of `tilescope report`, assembled from what the stages computed: the summary facts, the plots
-(xray/report_plots.py) and compact views of the tables (value and interval in one cell, so every table fits
+(xray/report/plots.py) and compact views of the tables (value and interval in one cell, so every table fits
 the page; the CSV/Parquet files keep one column per number)."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pyarrow as pa
 
 from jobs.report_stages import Evaluation, KnownSplit, ScoredImages, Screening, view_rows
 from storage.scored_runs import ScoredRun
-from xray.ground_truth import Split
-from xray.report_html import Overlay, ReportPage, TableView
-from xray.report_plots import (
+from xray.evaluation.screening import FlagAgreement
+from xray.metadata.splits import Split
+from xray.report.html import Overlay, ReportPage, TableView
+from xray.report.plots import (
     HEAT_OPACITY,
     Estimates,
     auroc_chart_svg,
@@ -24,7 +25,6 @@ from xray.report_plots import (
     histogram_svg,
     roc_svg,
 )
-from xray.screening import Agreement
 
 if TYPE_CHECKING:
     from jobs.report import ReportConfig
@@ -43,7 +43,7 @@ def run_names(runs: list[ScoredRun]) -> list[str]:
 
 
 def build_page(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
-               ev: Evaluation, sc: Screening, agreement: Agreement | None, tables: dict[str, pa.Table],
+               ev: Evaluation, sc: Screening, agreement: FlagAgreement | None, tables: dict[str, pa.Table],
                notes: list[str], drawn: list[Overlay], overlay_note: str) -> ReportPage:
     primary = images[0]
     labels = list(primary.labels)
@@ -125,7 +125,7 @@ def operating_points(images: ScoredImages, split: Split, thresholds: np.ndarray)
     return points
 
 
-def auroc_view(ev: Evaluation, agreement: Agreement | None) -> TableView:
+def auroc_view(ev: Evaluation, agreement: FlagAgreement | None) -> TableView:
     columns = ["label", "AUROC [CI]", "positives", "negatives"]
     paired = ev.baseline_estimates is not None and ev.deltas is not None
     if paired:
@@ -206,7 +206,7 @@ def _view(table: pa.Table) -> TableView:
 
 
 def _facts(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
-           ev: Evaluation, agreement: Agreement | None) -> list[tuple[str, str]]:
+           ev: Evaluation, agreement: FlagAgreement | None) -> list[tuple[str, str]]:
     main, m, primary = runs[0], runs[0].manifest or {}, images[0]
     n_ok = int((main.status == "ok").sum())
     missing = m.get("missing_from_archive")

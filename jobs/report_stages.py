@@ -19,9 +19,9 @@ from storage.fs import read_json, resolve
 from storage.metadata_files import ArchiveMetadata
 from storage.results import RUN_CLAIM
 from storage.scored_runs import ScoredRun, read_heatmaps
-from xray.comparison import PairedScores
-from xray.decode import DecodeError, decode_gray8
-from xray.evaluation import (
+from xray.codec.decode import DecodeError, decode_gray8
+from xray.evaluation.comparison import PairedScores
+from xray.evaluation.intervals import (
     AurocDelta,
     AurocEstimate,
     ClassHistogram,
@@ -32,24 +32,24 @@ from xray.evaluation import (
     paired_auroc_delta,
     roc_curve,
 )
-from xray.ground_truth import GroundTruth, ModelSplit, Split, join_ground_truth
-from xray.labels import LABELS
-from xray.manifests import ArtifactKind, EnsembleManifest
-from xray.metrics import mean_auroc
-from xray.report_html import Overlay
-from xray.report_plots import heatmap_overlay_png
-from xray.screening import (
-    Agreement,
+from xray.evaluation.metrics import mean_auroc
+from xray.evaluation.screening import (
+    FlagAgreement,
     FlagCounts,
     Ranking,
-    agreement,
+    flag_agreement,
     flag_counts,
     flags,
     pick_per_label,
     rank_by_top_probability,
     sensitivity_thresholds,
 )
-from xray.splits import split_by_patient
+from xray.metadata.ground_truth import GroundTruth, join_ground_truth
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import ArtifactKind, EnsembleManifest
+from xray.metadata.splits import ModelSplit, Split, split_by_patient
+from xray.report.html import Overlay
+from xray.report.plots import heatmap_overlay_png
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def view_rows(sc: Screening) -> np.ndarray:
 
 
 def agree(images: ScoredImages, sc: Screening, baseline: ScoredImages, sc_b: Screening,
-          apply_split: Split) -> Agreement:
+          apply_split: Split) -> FlagAgreement:
     """Flag flips per label (L,) between the run and the baseline, each at its own thresholds, on the images of
     the apply split both scored; a label the baseline lacks counts no flips (its share is reported as nan)."""
     ia, ib = paired_rows(images, images.truth.mask(apply_split), baseline)
@@ -255,7 +255,7 @@ def agree(images: ScoredImages, sc: Screening, baseline: ScoredImages, sc_b: Scr
     for j, label in enumerate(images.labels):
         if label in baseline.labels:
             flags_b[:, j] = sc_b.flags[ib, baseline.labels.index(label)]
-    return agreement(sc.flags[ia], flags_b, np.array([label in baseline.labels for label in images.labels]))
+    return flag_agreement(sc.flags[ia], flags_b, np.array([label in baseline.labels for label in images.labels]))
 
 
 def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, meta: ArchiveMetadata, archive: str | None,

@@ -13,13 +13,13 @@ import pyarrow as pa
 from jobs.report_stages import Evaluation, ScoredImages, Screening, view_rows
 from storage.results import error_reason
 from storage.scored_runs import ScoredRun
-from xray.evaluation import wilson_interval
-from xray.screening import Agreement
+from xray.evaluation.intervals import wilson_interval
+from xray.evaluation.screening import FlagAgreement
 
 MEAN_ROW = "mean"  # the auroc table's last row: the mean over labels with both classes
 
 
-def auroc_table(ev: Evaluation, agreement: Agreement | None = None) -> pa.Table:
+def auroc_table(ev: Evaluation, agreement: FlagAgreement | None = None) -> pa.Table:
     """One row per label and a last `mean` row (its interval from DeLong components summed over labels)."""
     est = ev.estimates
     columns: dict[str, pa.Array] = {

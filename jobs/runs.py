@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from jobs.cli import config_from_args, parser_for
+from cli.flags import config_from_args, parser_for
 from jobs.submit import (
     TERMINAL,
     attempt_of,

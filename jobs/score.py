@@ -17,8 +17,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from actors.openvino_ir import IRPrecision
-from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
-from jobs.provenance import tilescope_versions
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import connect_ray, job_main
+from cli.provenance import tilescope_versions
 from jobs.score_stages import ProgressLine, ScoringCost, decode_chunk, write_chunks
 from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
@@ -38,8 +39,8 @@ from storage.results import (
 )
 from storage.run_claim import Chunking, RunClaim, new_claim, reconcile
 from storage.run_commit import compact, repair_overlaps, verify_complete
-from xray.decode import DEFAULT_MAX_PIXELS
-from xray.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
+from xray.codec.decode import DEFAULT_MAX_PIXELS
+from xray.metadata.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
 
 
 @dataclass(frozen=True)

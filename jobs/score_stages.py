@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.progress import WINDOW_S, RecentRate, format_duration
+from cli.progress import WINDOW_S, RecentRate, format_duration
 from storage.fs import resolve
 from storage.results import (
     CHUNK,
@@ -34,7 +34,7 @@ from storage.results import (
     results_table,
     write_chunk,
 )
-from xray.decode import decode_many
+from xray.codec.decode import decode_many
 
 CARRIED = (IMAGE_ID, SOURCE, SHARD, CHUNK, LAST, ROWS)
 
@@ -89,7 +89,7 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
 class ProgressLine:
     """Prints `images done/total, images/s, errors, ETA` at most every `every_s` seconds, to stdout.
 
-    The rate and ETA come from the last minute of finished chunks, counted from the first one (jobs/progress.py):
+    The rate and ETA come from the last minute of finished chunks, counted from the first one (cli/progress.py):
     a rate from the start would include the actors' start-up and model compilation, and early ETAs would run
     high. Until a second chunk has finished, and on the last line (finish()), the rate is the whole stream's.
     """

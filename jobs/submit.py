@@ -1,7 +1,7 @@
 """Submit a tilescope job to a Ray cluster through Ray's Job Submission API, or resume a failed one.
 
 What runs is the client's own code, never a node's install: run from a checkout, the checkout is uploaded as
-the job's working_dir; run from an installed package (a wheel), its four packages (jobs, actors, storage, xray)
+the job's working_dir; run from an installed package (a wheel), its five packages (jobs, cli, actors, storage, xray)
 are shipped as the job's py_modules, never site-packages. The entrypoint is `python -m jobs.JOB ...`; the
 client's version and commit travel in the job's environment, so the manifests the job writes record them.
 The submission id is the run id: the job's --run-id if given, else `<job>-<sha12 of the job and its flags>`,
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from jobs import provenance
-from jobs.cli import COMMON_FLAGS, config_from_args, parser_for, require_valid
+from cli import provenance
+from cli.flags import COMMON_FLAGS, config_from_args, parser_for, require_valid
 
 PROJECT_ROOT = provenance.PACKAGE_ROOT
 """A checkout (pyproject.toml beside jobs/), or site-packages when tilescope is installed from its wheel."""
-PACKAGES = ("jobs", "actors", "storage", "xray")
+PACKAGES = ("jobs", "cli", "actors", "storage", "xray")
 """What an installed tilescope ships as the job's py_modules (pyproject.toml's [tool.setuptools] packages)."""
 # Uploaded with every job: the code. Not the virtualenv, outputs, caches, VCS data, wheels, tests or benchmarks
 # (Ray also honours .gitignore; these are listed so that an unusual .gitignore cannot ship gigabytes).
@@ -100,7 +100,7 @@ def job_fields(module: str) -> frozenset[str]:
         raise ValueError(f"job module {module} not found under {PROJECT_ROOT}")
     body = ast.parse(Path(spec.origin).read_text()).body
     # Besides the fields: the options every job takes (--config, --print-config, --verbose) and the old
-    # spellings a job still accepts (its module-level FLAG_ALIASES, old name -> field; see jobs/cli.py).
+    # spellings a job still accepts (its module-level FLAG_ALIASES, old name -> field; see cli/flags.py).
     extra = set(COMMON_FLAGS)
     for node in body:
         if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
@@ -169,7 +169,7 @@ def default_working_dir() -> str | None:
 
 def runtime_env(working_dir: str | None) -> dict[str, Any]:
     """The checkout as working_dir, or (None) the installed packages as py_modules; either way the client's
-    version and commit as env_vars (jobs/provenance.py), which every process of the job inherits."""
+    version and commit as env_vars (cli/provenance.py), which every process of the job inherits."""
     env_vars = provenance.job_environment()
     if working_dir is not None:
         return {"working_dir": working_dir, "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}

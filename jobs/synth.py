@@ -19,12 +19,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobs.cli import coerce_choices, job_main, require_valid
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import job_main
 from storage.fs import check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
-from xray.synth import MIN_SIZE, encode_png, synth_case
-from xray.synth_detail import FindingDetail
-from xray.synth_metadata import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
+from xray.synth.detail import FindingDetail
+from xray.synth.images import MIN_SIZE, encode_png, synth_case
+from xray.synth.nih_files import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
 
 MAX_SIZE = 4096
 MAX_SHARDS = 999  # shard names carry three digits, like NIH's images_001..images_012

@@ -18,19 +18,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from jobs.cli import coerce_choices, job_main, require_valid
-from jobs.provenance import tilescope_versions
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import job_main
+from cli.provenance import tilescope_versions
 from storage.artifacts import require_new, write_artifact
 from storage.fs import resolve
 from storage.image_sets import load_image_set
 from storage.metadata_files import default_metadata_uri, load_metadata
-from xray.labels import LABELS
-from xray.manifests import CheckpointManifest, SplitRecord
-from xray.metrics import mean_auroc, per_label_auroc
-from xray.models import BACKBONES, ModelSpec, build_model, load_state
-from xray.precision import Precision, choose_math_path
-from xray.splits import labels_for, split_by_patient
-from xray.training import EpochResult, fit, predict_probs
+from xray.evaluation.metrics import mean_auroc, per_label_auroc
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import CheckpointManifest, SplitRecord
+from xray.metadata.splits import labels_for, split_by_patient
+from xray.models.precision import Precision, choose_math_path
+from xray.models.registry import BACKBONES, ModelSpec, build_model, load_state
+from xray.models.training import EpochResult, fit, predict_probs
 
 FLAG_ALIASES = {"model": "backbone", "precision": "train_precision"}
 """Old flag spellings (old name -> field), accepted with a warning for one release: --model now names only an

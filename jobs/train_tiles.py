@@ -25,25 +25,26 @@ import numpy as np
 
 from actors.openvino_ir import QuantizationPreset
 from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, TileTrainer
-from jobs import console
-from jobs.cli import coerce_choices, connect_ray, job_main, require_valid
-from jobs.node_roles import train_cpus, train_resources
-from jobs.progress import RoundProgress
-from jobs.provenance import tilescope_versions
+from cli import console
+from cli.flags import coerce_choices, require_valid
+from cli.job_main import connect_ray, job_main
+from cli.node_roles import train_cpus, train_resources
+from cli.progress import RoundProgress
+from cli.provenance import tilescope_versions
 from storage.archives import list_shards
 from storage.artifacts import open_artifact, write_artifact
 from storage.fs import check_reachable, exists, list_files, read_json, resolve, write_json
 from storage.image_sets import DecodedShard, load_shard_images
 from storage.metadata_files import default_metadata_uri, load_metadata
-from xray.ensemble_eval import EnsembleEvaluation, evaluate_ensemble
-from xray.join import Combiner
-from xray.labels import LABELS
-from xray.manifests import ENSEMBLE_PRECISIONS, EnsembleManifest, PositionRecord, SplitRecord
-from xray.models import BACKBONES
-from xray.position_schedule import PositionSchedule, Step
-from xray.precision import Precision
-from xray.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
-from xray.tiles import TileGrid
+from xray.evaluation.ensemble import EnsembleEvaluation, evaluate_ensemble
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import ENSEMBLE_PRECISIONS, EnsembleManifest, PositionRecord, SplitRecord
+from xray.metadata.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
+from xray.models.precision import Precision
+from xray.models.registry import BACKBONES
+from xray.tiles.grid import TileGrid
+from xray.tiles.join import Combiner
+from xray.tiles.schedule import PositionSchedule, Step
 
 FLAG_ALIASES = {"precision": "train_precision"}
 """Old flag spellings (old name -> field), accepted with a warning for one release: --precision now names only
@@ -241,7 +242,7 @@ def trainer_count(cfg: TrainTilesConfig, n_positions: int, cluster_cpus: float) 
 
 def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_refs
                      ) -> tuple[list[PositionResult], list[PositionExport]]:
-    """Run the epoch-level schedule (xray.position_schedule) on a pool of trainer actors until every
+    """Run the epoch-level schedule (xray.tiles.schedule) on a pool of trainer actors until every
     position is trained and exported."""
     import ray
     from ray.exceptions import RayActorError
@@ -252,7 +253,7 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
     # (max_task_retries=0) but goes back to the schedule for any live trainer, and resumes from the
     # position's checkpoint. A restart that finds no free CPU therefore holds up nothing. No placement group:
     # a restarted actor needs no bundle on a lost node.
-    # resources: on a cluster with node roles, train workers only (jobs/node_roles.py: score workers have no torch).
+    # resources: on a cluster with node roles, train workers only (cli/node_roles.py: score workers have no torch).
     trainer = ray.remote(TileTrainer).options(num_cpus=cfg.actor_cpus, scheduling_strategy="SPREAD",
                                               max_restarts=-1, max_task_retries=0, resources=train_resources())
     keep = -(-grid.n_positions // n_trainers) + 1  # the positions a trainer cycles through, in memory
@@ -265,7 +266,7 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
           f"{cfg.epochs} epochs, one epoch per call", flush=True)
     schedule = PositionSchedule(grid.n_positions, cfg.epochs)
     # One line per round from here, not from the actors: nothing for Ray's log dedup to fold, and nothing
-    # arriving after the job's last line (jobs/progress.py).
+    # arriving after the job's last line (cli/progress.py).
     progress = RoundProgress(grid.n_positions, cfg.epochs, n_trainers, verbose=console.verbose())
     idle = list(range(n_trainers))
     running: dict = {}  # ObjectRef -> (trainer, Unit, or None for a ping after a restart)

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from storage.fs import Location, StorageError, check_reachable, exists, read_bytes, resolve, write_bytes_atomic
-from xray.manifests import MANIFEST_SCHEMA_VERSION, ArtifactKind, Manifest, manifest_from_json
+from xray.metadata.manifests import MANIFEST_SCHEMA_VERSION, ArtifactKind, Manifest, manifest_from_json
 
 MANIFEST = "manifest.json"
 ARTIFACT_SCHEMA_VERSION = MANIFEST_SCHEMA_VERSION
@@ -35,7 +35,7 @@ class Artifact:
     endpoint: str | None = None
 
     def parsed(self) -> Manifest:
-        """The typed manifest (xray.manifests); ManifestError (a ValueError) names the artifact and the key."""
+        """The typed manifest (xray.metadata.manifests); ManifestError (a ValueError) names the artifact and the key."""
         return manifest_from_json(self.manifest, self.uri)
 
     def verify_files(self) -> None:

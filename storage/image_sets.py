@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from storage.archives import Shard, iter_members, list_shards
-from xray.decode import DecodeError, decode_resized, image_dimensions
+from xray.codec.decode import DecodeError, decode_resized, image_dimensions
 
 
 @dataclass(frozen=True)

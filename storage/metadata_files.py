@@ -8,7 +8,7 @@ from __future__ import annotations
 import posixpath
 
 from storage.fs import StorageError, exists, read_bytes, resolve
-from xray.metadata import ArchiveMetadata, parse_bbox_list, parse_data_entry, parse_split_list
+from xray.metadata.nih import ArchiveMetadata, parse_bbox_list, parse_data_entry, parse_split_list
 
 DATA_ENTRY = "Data_Entry_2017.csv"
 TRAIN_VAL_LIST = "train_val_list.txt"

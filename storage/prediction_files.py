@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from storage.fs import Location, StorageError, check_reachable, list_files, resolve
 from storage.scored_runs import ScoredRun, find_run, open_run
-from xray.labels import LABELS, prob_column
+from xray.metadata.labels import LABELS, prob_column
 
 ID_COLUMNS = ("image_id", "Image Index")
 SUFFIXES = (".parquet", ".csv", ".csv.gz")

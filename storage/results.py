@@ -36,7 +36,7 @@ from storage.fs import (
     write_bytes_atomic,
     write_json,  # noqa: F401
 )
-from xray.labels import prob_column
+from xray.metadata.labels import prob_column
 
 # 2: `precision` is what ran (read back from the compiled model), and `cpu_isa` names the CPU class it ran on.
 RESULTS_SCHEMA_VERSION = 2
@@ -49,7 +49,7 @@ _CHUNK_RE = re.compile(r"^part-(?P<shard>.+)-(?P<k>\d{5})(?:_(?P<k2>\d{5}))?(?P<
 
 HEATMAP_SHAPE_KEY = b"tilescope.heatmap_shape"
 
-# The result row's columns (see results_schema; the per-label `prob_<Label>` columns are xray.labels.prob_column).
+# The result row's columns (see results_schema; the per-label `prob_<Label>` columns: labels.prob_column).
 IMAGE_ID = "image_id"
 SOURCE = "source"
 STATUS = "status"

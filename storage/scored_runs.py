@@ -3,7 +3,7 @@
 A run is read back through pyarrow.dataset with a column selection: image_id, source, status, error, prob_*
 and, when present, tile_max; never images. The `heatmap` column of a tile-ensemble run (fixed_size_list<float32>
 of n_labels * gh * gw values laid out (label, row, col), shape in the Parquet schema metadata key
-`tilescope.heatmap_shape` as JSON [n_labels, gh, gw], labels in xray.labels.LABELS order) is read only for
+`tilescope.heatmap_shape` as JSON [n_labels, gh, gw], labels in xray.metadata.labels.LABELS order) is read only for
 the images whose heatmaps are drawn.
 """
 

@@ -19,9 +19,9 @@ import numpy as np
 from actors.openvino_ir import export_fp32, infer_probs
 from storage.artifacts import open_typed
 from storage.image_sets import load_image_set
-from xray.labels import LABELS, NO_FINDING
-from xray.manifests import ArtifactKind
-from xray.models import build_model, load_state
+from xray.metadata.labels import LABELS, NO_FINDING
+from xray.metadata.manifests import ArtifactKind
+from xray.models.registry import build_model, load_state
 
 
 def fp32_probs(checkpoint: str, archive: str) -> tuple[tuple[str, ...], np.ndarray]:

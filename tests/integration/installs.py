@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "jobs", "actors", "storage", "xray")
+SOURCES = ("pyproject.toml", "jobs", "cli", "actors", "storage", "xray")
 """What the wheel is built from (pyproject.toml's [tool.setuptools] packages and the project table)."""
 PIP_TIMEOUT_S = 1800
 """A first install on a machine with an empty pip cache downloads about 300 MB."""

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 
 from storage.artifacts import write_artifact
 from storage.metadata_files import load_metadata
-from xray.labels import LABELS, prob_column
-from xray.manifests import ModelManifest, SplitRecord
-from xray.splits import split_by_patient
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import ModelManifest, SplitRecord
+from xray.metadata.splits import split_by_patient
 
 # Roughly the label frequencies of ChestX-ray14 (Hernia is rare, Infiltration common).
 PREVALENCE = np.array([.10, .025, .12, .18, .05, .056, .013, .047, .04, .02, .022, .015, .03, .004])

@@ -13,7 +13,7 @@ import sys
 from tests.conftest import REPO
 
 # Every line tilescope's score and train-tiles print on their own (jobs/score.py, jobs/score_stages.py,
-# jobs/train_tiles.py, jobs/progress.py). Anything else on the console is a third party's.
+# jobs/train_tiles.py, cli/progress.py). Anything else on the console is a third party's.
 OURS = [re.compile(p) for p in (
     r"run \S+: \d+ shards \(\d+ already complete\), model ",
     r"\[score\] \d+(/\d+)? images ",

@@ -21,9 +21,9 @@ from actors.scorer import Int8Scorer
 from jobs import import_model, quantize, score, synth
 from storage.artifacts import open_typed
 from storage.image_sets import load_image_set
-from xray.cpu_isa import this_cpu
-from xray.labels import LABELS, prob_column
-from xray.manifests import ArtifactKind
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import ArtifactKind
+from xray.models.cpu_isa import this_cpu
 
 SIZE = 64
 # The model's 14 outputs, as its authors ordered them: another order, and two findings tilescope has no

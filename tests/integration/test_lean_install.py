@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from jobs.provenance import checkout_version
+from cli.provenance import checkout_version
 from tests.integration.installs import (
     REPO,
     build_wheel,
@@ -25,7 +25,7 @@ from tests.integration.installs import (
     disk_bytes,
     installed_distributions,
 )
-from xray.labels import LABELS, prob_column
+from xray.metadata.labels import LABELS, prob_column
 
 # Building the venv installs about 1 GB (Ray, OpenVINO, pyarrow, pandas...): a minute or more even from pip's cache.
 pytestmark = pytest.mark.slow

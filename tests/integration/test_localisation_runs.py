@@ -22,8 +22,8 @@ from storage.fs import resolve
 from storage.metadata_files import load_metadata
 from storage.results import RUN_MANIFEST, results_schema, results_table, write_chunk
 from tests.integration.results_tables import write_bbox_list, write_metadata
-from xray.labels import LABELS, prob_column
-from xray.manifests import (
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import (
     CheckpointManifest,
     EnsembleManifest,
     ModelManifest,
@@ -31,8 +31,8 @@ from xray.manifests import (
     PositionRecord,
     SplitRecord,
 )
-from xray.models import HEADS, build_model
-from xray.tiles import TileGrid
+from xray.models.registry import HEADS, build_model
+from xray.tiles.grid import TileGrid
 
 STORED, INPUT = 256, 128  # stored PNG side; the single model's input (CAM regions 0-16.5-48.5-80.5-128 px)
 NODULE = LABELS.index("Nodule")

@@ -1,4 +1,4 @@
-"""Node roles on a multi-node Ray (jobs/node_roles.py, cluster.yaml): with TILESCOPE_NODE_ROLES=1 in the driver,
+"""Node roles on a multi-node Ray (cli/node_roles.py, cluster.yaml): with TILESCOPE_NODE_ROLES=1 in the driver,
 as the head sets it for job drivers, the tile trainers run on the worker advertising `train` only, never on the
 score worker (which, on a real cluster, has no torch), and the pool is sized by the train worker's CPUs."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from cli.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE
 from jobs import synth, train_tiles
-from jobs.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE
 from storage.artifacts import open_artifact
 
 

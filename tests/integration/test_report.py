@@ -20,17 +20,18 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from cli.provenance import tilescope_versions
 from jobs import report, score
-from jobs.provenance import tilescope_versions
 from storage.artifacts import open_typed
 from storage.fs import StorageError
 from storage.metadata_files import load_metadata
 from storage.scored_runs import open_run
 from tests.integration.results_tables import make_run, write_bbox_list, write_image_shard
 from tests.integration.test_score_s3 import upload_dir
-from xray.labels import LABELS, prob_column
-from xray.manifests import ArtifactKind
-from xray.report_plots import (
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import ArtifactKind
+from xray.metadata.splits import split_by_patient
+from xray.report.plots import (
     BASELINE_COLOUR,
     BOX_COLOUR,
     NEGATIVE_COLOUR,
@@ -39,7 +40,6 @@ from xray.report_plots import (
     THRESHOLD_COLOUR,
     VIRIDIS,
 )
-from xray.splits import split_by_patient
 
 
 def read_csv(path: str) -> list[dict]:

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from jobs import report
 from tests.integration.results_tables import make_run
-from xray.labels import LABELS
+from xray.metadata.labels import LABELS
 
 
 def read_csv(path: str) -> list[dict]:
@@ -23,7 +23,7 @@ def read_csv(path: str) -> list[dict]:
 
 
 def threshold_for(y: np.ndarray, s: np.ndarray, target: float = 0.9) -> float:
-    """Independent of xray.screening: the k-th highest positive score, k = ceil(target * positives)."""
+    """Independent of xray.evaluation.screening: the k-th highest positive score, k = ceil(target * positives)."""
     positives = np.sort(s[y == 1])[::-1]
     return float(positives[max(1, math.ceil(target * positives.size - 1e-9)) - 1]) if positives.size else math.nan
 

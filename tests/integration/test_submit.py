@@ -27,7 +27,8 @@ import psutil
 import pyarrow.dataset as pads
 import pytest
 
-from jobs import provenance, synth
+from cli import provenance
+from jobs import synth
 from tests.conftest import REPO
 from tests.integration.installs import build_wheel, install_target
 
@@ -287,4 +288,4 @@ def test_submit_from_an_installed_package_ships_its_packages_never_site_packages
     # What the head received: the four packages, unpacked from the job's py_modules, and nothing else of site-packages.
     shipped = Path(ray_head.temp_dir, "ray", "session_latest", "runtime_resources", "py_modules_files")
     received = {entry.name for package in shipped.iterdir() if package.is_dir() for entry in package.iterdir()}
-    assert received == {"jobs", "actors", "storage", "xray"}, received
+    assert received == {"jobs", "cli", "actors", "storage", "xray"}, received

@@ -12,15 +12,15 @@ import sys
 import pytest
 import torch
 
+from cli.provenance import tilescope_versions
 from jobs import quantize, train
-from jobs.provenance import tilescope_versions
 from storage.artifacts import open_artifact, open_typed, sha256_hex
 from tests.conftest import REPO
 from tests.integration.above_chance import fp32_probs, relabel
-from xray.cpu_isa import this_cpu
-from xray.labels import LABELS
-from xray.manifests import ArtifactKind
-from xray.models import ModelSpec, build_model, load_state
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import ArtifactKind
+from xray.models.cpu_isa import this_cpu
+from xray.models.registry import ModelSpec, build_model, load_state
 
 
 def test_model_artifact_is_complete_and_verifiable(tiny_models):

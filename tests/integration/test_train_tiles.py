@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from cli.provenance import tilescope_versions
 from jobs import score, synth, train_tiles
-from jobs.provenance import tilescope_versions
 from storage.artifacts import open_artifact
 from storage.results import HEATMAP_SHAPE_KEY
 from tests.integration.run_manifests import assert_cost, read_cost
-from xray.labels import LABELS, prob_column
+from xray.metadata.labels import LABELS, prob_column
 
 N_WORKERS = 3
 

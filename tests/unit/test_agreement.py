@@ -1,4 +1,4 @@
-"""xray.agreement: FP32 vs INT8 (or bf16) beyond AUROC: |dp| quantiles and flags that flip at FP32's threshold."""
+"""xray.evaluation.agreement: FP32 vs INT8/bf16 beyond AUROC: |dp| quantiles and flags that flip at FP32's threshold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xray.agreement import abs_diff_quantiles, agreement, flip_shares
+from xray.evaluation.agreement import abs_diff_quantiles, flip_shares, precision_agreement
 
 
 def test_quantiles_of_the_absolute_differences():
@@ -34,7 +34,7 @@ def test_identical_runs_agree_perfectly():
     labels = (rng.random((50, 3)) < 0.4).astype(np.float32)
     labels[:, 2] = 0  # one label without positives: no AUROC, no threshold, no flip share
     probs = rng.random((50, 3)).astype(np.float32)
-    a = agreement(labels, probs, probs.copy())
+    a = precision_agreement(labels, probs, probs.copy())
     assert a.images == 50 and a.auroc_drop == 0.0
     assert a.abs_prob_diff == {"median": 0.0, "p99": 0.0, "max": 0.0}
     assert a.flip_share[:2] == (0.0, 0.0) and math.isnan(a.flip_share[2]) and math.isnan(a.thresholds[2])
@@ -45,10 +45,10 @@ def test_a_perturbed_run_reports_its_drop_and_flips():
     labels = np.array([[1], [1], [0], [0]], np.float32)
     ref = np.array([[0.9], [0.8], [0.3], [0.1]], np.float32)
     other = np.array([[0.9], [0.2], [0.3], [0.1]], np.float32)  # one positive falls below one negative
-    a = agreement(labels, ref, other)
+    a = precision_agreement(labels, ref, other)
     assert a.reference_mean_auroc == 1.0 and a.mean_auroc == 0.75 and a.auroc_drop == 0.25
     assert a.thresholds == (pytest.approx(0.8),)  # Youden on FP32: flag p >= 0.8
     assert a.flip_share == (0.25,)
     assert a.abs_prob_diff["max"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="differ"):
-        agreement(labels, ref, other[:3])
+        precision_agreement(labels, ref, other[:3])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jobs import quantize, quantize_inputs
-from xray.calibration_risks import (
+from xray.calibration.risks import (
     ACCURACY_CONTROL,
     DEFAULT,
     BackboneRisks,

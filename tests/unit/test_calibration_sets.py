@@ -1,13 +1,13 @@
-"""Calibration sources (xray.calibration_sets), the quantize flag that chooses one, and the manifest's record."""
+"""Calibration sources (xray.calibration.sets), the quantize flag that chooses one, and the manifest's record."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from cli.flags import parser_for
 from jobs import quantize, quantize_inputs
-from jobs.cli import parser_for
-from xray.calibration_sets import (
+from xray.calibration.sets import (
     SYNTH_FIRST_INDEX,
     SYNTH_RENDER_SIZE,
     CalibrationSource,
@@ -17,7 +17,7 @@ from xray.calibration_sets import (
     pixel_summary,
     synthetic_images,
 )
-from xray.manifests import ModelManifest, manifest_from_json
+from xray.metadata.manifests import ModelManifest, manifest_from_json
 
 
 def test_sources_and_which_hold_patient_images():
@@ -41,8 +41,8 @@ def test_generated_sets_are_seeded_grey_pixels_at_the_model_input(source):
 def test_synthetic_images_are_synth_cases_decoded_like_an_archive_image():
     from PIL import Image
 
-    from xray.decode import resize_gray
-    from xray.synth import synth_case
+    from xray.codec.decode import resize_gray
+    from xray.synth.images import synth_case
 
     pixels = synthetic_images(2, 40, seed=5)
     for i in range(2):
@@ -52,7 +52,7 @@ def test_synthetic_images_are_synth_cases_decoded_like_an_archive_image():
 
 
 def test_synthetic_calibration_never_reuses_an_archive_image():
-    from xray.synth import synth_case
+    from xray.synth.images import synth_case
 
     archive = {synth_case(i, 0, 32).image_index for i in range(60)}
     calibration = {synth_case(SYNTH_FIRST_INDEX + i, 0, 32).image_index for i in range(60)}

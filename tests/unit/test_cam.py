@@ -1,4 +1,4 @@
-"""xray.cam: class activation maps of whole-image models, checked against answers known by construction."""
+"""xray.models.cam: class activation maps of whole-image models, checked against answers known by construction."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from xray.cam import CamMethod, MapGeometry, activation_maps, map_geometry, method_for, to_image
-from xray.ensemble_eval import box_hits
-from xray.labels import LABELS
-from xray.metadata import BBox
-from xray.models import BACKBONES, HEADS, ModelSpec, XrayClassifier, build_model
+from xray.evaluation.ensemble import box_hits
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import BBox
+from xray.models.cam import CamMethod, MapGeometry, activation_maps, map_geometry, method_for, to_image
+from xray.models.registry import BACKBONES, HEADS, ModelSpec, XrayClassifier, build_model
 
 NODULE, MASS = LABELS.index("Nodule"), LABELS.index("Mass")
 
@@ -150,7 +150,7 @@ def test_traced_geometry_matches_where_each_cell_looks(name, tolerance):
     rows = np.arange(2, size - 2, 2)
     lines = torch.zeros(len(rows), 1, size, size)
     lines[torch.arange(len(rows)), 0, torch.from_numpy(rows)] = 255.0
-    from xray.cam import _feature_fn
+    from xray.models.cam import _feature_fn
 
     with torch.no_grad():
         answer = _feature_fn(model, name)(model.normalize(lines)).sum(dim=(1, 3)).argmax(dim=1).numpy()

@@ -1,4 +1,4 @@
-"""jobs.cli (flags generated from a config dataclass) and the `tilescope JOB` dispatcher in jobs.__main__."""
+"""cli.flags (flags generated from a config dataclass) and the `tilescope JOB` dispatcher in jobs.__main__."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import jobs.__main__ as dispatcher
-from jobs.cli import coerce_choices, config_from_args, field_docs, job_main, parser_for, require_valid
+from cli.flags import coerce_choices, config_from_args, field_docs, parser_for, require_valid
+from cli.job_main import job_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -244,9 +245,9 @@ def test_score_precision_flag_parses_to_irprecision_and_rejects_others(capsys):
 def test_configs_built_with_plain_strings_are_coerced_or_named():
     from actors.openvino_ir import IRPrecision, QuantizationPreset
     from jobs import report, score, train_tiles
-    from xray.ground_truth import Split
-    from xray.join import Combiner
-    from xray.precision import Precision
+    from xray.metadata.splits import Split
+    from xray.models.precision import Precision
+    from xray.tiles.join import Combiner
 
     cfg = score.ScoreConfig(archive="a", model="m", out="o", precision="fp32")
     score.validate(cfg)
@@ -474,7 +475,7 @@ def test_old_spellings_set_the_new_field_and_warn(capsys):
 def test_config_file_values_with_the_command_line_winning(tmp_path, capsys):
     from jobs.train import FLAG_ALIASES, TrainConfig
     from jobs.train import main as train_main
-    from xray.precision import Precision
+    from xray.models.precision import Precision
 
     config = tmp_path / "train.yaml"
     config.write_text("archive: s3://b/nih\nout: s3://b/ckpt\nbackbone: dwsep_cnn\ninput-size: 96\n"
@@ -485,7 +486,7 @@ def test_config_file_values_with_the_command_line_winning(tmp_path, capsys):
     again = tmp_path / "printed.yaml"
     again.write_text(printed)
     parser = parser_for(TrainConfig, "tilescope train", "", aliases=FLAG_ALIASES, common=True)
-    from jobs.cli import parse_job_args
+    from cli.job_main import parse_job_args
 
     cfg, _ = parse_job_args(TrainConfig, parser, ["--config", str(again)], FLAG_ALIASES)
     assert cfg == TrainConfig(archive="s3://b/nih", out="s3://b/ckpt", backbone="dwsep_cnn", input_size=128,
@@ -566,7 +567,7 @@ def test_print_config_without_required_flags_is_a_template(capsys):
 
 
 def test_help_sections_reflow_prose_and_keep_examples():
-    from jobs.cli import help_sections
+    from cli.flags import help_sections
 
     doc = """First line of the job,
 continued here.

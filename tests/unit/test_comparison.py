@@ -1,4 +1,4 @@
-"""xray.comparison: a verdict never stronger than its interval, and the demo's lines built from it."""
+"""xray.evaluation.comparison: a verdict never stronger than its interval, and the demo's lines built from it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from xray.comparison import PairedScores, delta_lines, verdict
-from xray.evaluation import mean_auroc_interval, paired_auroc_delta
+from xray.evaluation.comparison import PairedScores, delta_lines, verdict
+from xray.evaluation.intervals import mean_auroc_interval, paired_auroc_delta
 
 
 def test_a_win_is_claimed_only_when_the_interval_excludes_zero():

@@ -1,4 +1,4 @@
-"""jobs/console.py: each filter is narrow (by category and module, logger and message), the stderr line filter
+"""cli/console.py: each filter is narrow (by category and module, logger and message), the stderr line filter
 keeps everything else in order, and job_console() leaves the process as it found it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from jobs import console
+from cli import console
 
 # The line Ray 2.60's core worker writes to the driver's stderr for every Ray Data pool actor.
 E_LINE = (b"[2026-11-30 19:37:52,278 E 16820 16820] core_worker.cc:2465: Actor with class name: "

@@ -1,10 +1,10 @@
-"""xray.cpu_isa: the ISA class and native bf16 of a CPU, from /proc/cpuinfo flags (fake flag strings here)."""
+"""xray.models.cpu_isa: the ISA class and native bf16 of a CPU, from /proc/cpuinfo flags (fake flag strings here)."""
 
 from __future__ import annotations
 
 import pytest
 
-from xray.cpu_isa import CpuIsa, IsaClass, cpu_flags, cpu_isa_of, flags_of, has_bf16, isa_class
+from xray.models.cpu_isa import CpuIsa, IsaClass, cpu_flags, cpu_isa_of, flags_of, has_bf16, isa_class
 
 BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ssse3 sse4_1 sse4_2 popcnt aes xsave avx"
 EPYC_ZEN2 = BASE + " f16c rdrand fma avx2 bmi1 bmi2 sha_ni clzero"  # AVX2 only

@@ -1,4 +1,4 @@
-"""xray.decode: every PNG flavour of the NIH archive (and JPEG bytes under a .png name) ends as (H, W) uint8;
+"""xray.codec.decode: every PNG flavour of the NIH archive (and JPEG bytes under a .png name) ends as (H, W) uint8;
 bad bytes raise DecodeError with a reason, and decode_many turns them into error rows."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from xray import decode
-from xray.decode import (
+from xray.codec import decode
+from xray.codec.decode import (
     DEFAULT_MAX_PIXELS,
     DecodeError,
     decode_gray8,
@@ -341,7 +341,7 @@ def test_decode_many_empty_chunk():
     assert status == [] and reasons == [] and millis.shape == (0,)
 
 
-# ---- the fast PNG path (xray/png.py, xray/png_unfilter.py) --------------------------------------------------
+# ---- the fast PNG path (xray/codec/png.py, xray/codec/png_unfilter.py) -------------------------------------------
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "nih-sample"
 
@@ -407,7 +407,7 @@ def filtered_png(rows: np.ndarray, depth: int, ctype: int, width: int, bpp: int,
 
 
 def test_unfilter_rejects_bad_layouts_and_filter_types():
-    from xray.png_unfilter import unfilter
+    from xray.codec.png_unfilter import unfilter
 
     with pytest.raises(ValueError, match="image data has 9 bytes, expected 10"):
         unfilter(bytes(9), 2, 4, 1)
@@ -419,7 +419,7 @@ def test_unfilter_rejects_bad_layouts_and_filter_types():
 
 
 def test_numba_missing_falls_back_to_pillow_with_the_same_checks(monkeypatch):
-    from xray import png_unfilter
+    from xray.codec import png_unfilter
 
     arr = noise((40, 50), seed=20)
     data = encode(Image.fromarray(arr))
@@ -521,7 +521,7 @@ def test_train_calibration_and_score_get_identical_model_inputs(tmp_path):
     from jobs.score_stages import decode_chunk
     from storage.image_sets import load_image_set
     from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, ROWS, SHARD, SOURCE
-    from xray.synth import encode_png, synth_case
+    from xray.synth.images import encode_png, synth_case
 
     blobs = {f"{i:08d}_000.png": encode_png(synth_case(i, seed=4, size=300).image) for i in range(3)}
     blobs["00000010_000.png"] = encode(Image.fromarray(noise((90, 70, 4), seed=23), mode="RGBA"))

@@ -2,7 +2,7 @@
 present) and synthetic ones of every mode the fast path takes.
 
 For every case the decoder must agree with a reference built independently here: the file is a valid PNG by
-the checks below (written from the PNG spec, not from xray/png.py) AND Pillow decodes it (with ancillary
+the checks below (written from the PNG spec, not from xray/codec/png.py) AND Pillow decodes it (with ancillary
 chunks removed: they never change pixels) -> same pixels; otherwise -> DecodeError. Reasons are
 deterministic (same text twice), carry no Python object addresses and no bytes literals.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray import decode
-from xray.decode import DecodeError, decode_gray8
+from xray.codec import decode
+from xray.codec.decode import DecodeError, decode_gray8
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "nih-sample"
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
@@ -140,7 +140,7 @@ def png_of(img: Image.Image) -> bytes:
 
 
 def synthetic_seeds() -> list[bytes]:
-    from xray.synth import encode_png, synth_case
+    from xray.synth.images import encode_png, synth_case
 
     rng = np.random.default_rng(16)
     seeds = [encode_png(synth_case(i, seed=3, size=64).image) for i in range(3)]  # Paeth/Average mix

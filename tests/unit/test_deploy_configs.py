@@ -19,7 +19,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from jobs.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE
+from cli.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE
 from jobs.submit import job_fields, submittable_jobs, unknown_flags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +184,7 @@ def test_train_workers_and_the_head_install_train_with_torch_from_the_cpu_index(
 
 
 def test_torch_actors_are_placed_on_train_workers_only(cluster):
-    # Only train workers advertise the resource that jobs/node_roles.py asks for, and the head's job drivers
+    # Only train workers advertise the resource that cli/node_roles.py asks for, and the head's job drivers
     # inherit the switch that makes them ask.
     advertised = {name: t["resources"] for name, t in cluster["available_node_types"].items()}
     assert [name for name, resources in advertised.items() if TRAIN_RESOURCE in resources] == ["train_worker"]
@@ -277,7 +277,7 @@ def test_one_image_per_role_pins_ray_and_the_wheel_version():
 
 def test_scoring_nodes_keep_idle_workers_for_reads_and_writes(cluster):
     # Same rule as a local start (jobs/cli.local_system_config): ~3 idle workers per CPU, not Ray's 1.
-    from jobs.cli import local_system_config
+    from cli.job_main import local_system_config
 
     start = [c for c in commands(cluster, "worker_start_ray_commands") if "ray start" in c]
     assert start and all("RAY_num_workers_soft_limit=$((3 * $(nproc) / 2 + 2))" in c for c in start)

@@ -7,10 +7,10 @@ import pytest
 
 from actors.tile_trainer import position_tiles
 from storage.image_sets import DecodedShard
-from xray.ensemble_eval import evaluate_ensemble, localise
-from xray.labels import LABELS
-from xray.metadata import BBox
-from xray.tiles import TileGrid, tile
+from xray.evaluation.ensemble import evaluate_ensemble, localise
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import BBox
+from xray.tiles.grid import TileGrid, tile
 
 
 def _shard(name: str, ids: list[str], rng: np.random.Generator) -> DecodedShard:
@@ -70,7 +70,7 @@ def test_evaluate_ensemble_fits_on_val_and_reports_every_join():
 
 def _trainer_case(tmp_path, epochs: int = 3):
     from actors.tile_trainer import PositionPlan
-    from xray.splits import LabelledSplit
+    from xray.metadata.splits import LabelledSplit
 
     rng = np.random.default_rng(0)
     ids = [f"{i:03d}.png" for i in range(40)]
@@ -147,7 +147,7 @@ def test_weights_do_not_depend_on_which_trainer_runs_which_epoch(tmp_path):
 def _initial(plan) -> dict:
     import torch
 
-    from xray.models import ModelSpec, build_model
+    from xray.models.registry import ModelSpec, build_model
 
     torch.manual_seed(plan.train_seed)
     return build_model(ModelSpec(plan.backbone, plan.labels, plan.grid.tile_size)).state_dict()

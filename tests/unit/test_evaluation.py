@@ -1,4 +1,4 @@
-"""xray.evaluation: bootstrap AUROC intervals, DeLong paired deltas, the mean AUROC and mean delta with their
+"""xray.evaluation.intervals: bootstrap AUROC intervals, DeLong paired deltas, the mean AUROC and mean delta with their
 intervals, Wilson intervals, ROC curves and histograms (no Ray)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xray.evaluation import (
+from xray.evaluation.intervals import (
     auroc_influence,
     auroc_intervals,
     bootstrap_auroc,
@@ -20,7 +20,7 @@ from xray.evaluation import (
     roc_curve,
     wilson_interval,
 )
-from xray.metrics import auroc
+from xray.evaluation.metrics import auroc
 
 
 def tied_data(seed: int, n: int, n_labels: int) -> tuple[np.ndarray, np.ndarray]:

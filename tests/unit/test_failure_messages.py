@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from jobs.cli import job_main, remote_cause
+from cli.job_main import job_main, remote_cause
 from tests.conftest import REPO
-from xray.metadata import parse_data_entry
+from xray.metadata.nih import parse_data_entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +56,8 @@ def test_non_utf8_metadata_names_the_file_and_the_line():
 
 def test_a_poisoned_tile_checkpoint_names_itself_and_the_way_out(tmp_path):
     from actors.tile_trainer import PositionPlan, TileTrainer
-    from xray.labels import LABELS
-    from xray.tiles import TileGrid
+    from xray.metadata.labels import LABELS
+    from xray.tiles.grid import TileGrid
 
     plan = PositionPlan(position=3, grid=TileGrid(64, 32, 32), backbone="dwsep_cnn", labels=LABELS, epochs=2,
                         batch_size=4, lr=1e-3, seed=0, calibration_size=4, preset="performance",
@@ -72,8 +72,8 @@ def test_a_poisoned_tile_checkpoint_names_itself_and_the_way_out(tmp_path):
 
 def test_openvino_writes_no_telemetry_under_home(tmp_path):
     code = ("import actors.openvino_ir as ir, numpy as np, openvino as ov\n"
-            "from xray.models import build_model\nfrom xray.manifests import ModelSpec\n"
-            "from xray.labels import LABELS\n"
+            "from xray.models.registry import build_model\nfrom xray.metadata.manifests import ModelSpec\n"
+            "from xray.metadata.labels import LABELS\n"
             "m = ir.export_fp32(build_model(ModelSpec('dwsep_cnn', LABELS, 32)).eval(), 32)\n"
             "print(ir.infer_probs(m, np.zeros((2, 1, 32, 32), np.uint8)).shape)\n")
     env = {**os.environ, "HOME": str(tmp_path)}

@@ -1,11 +1,11 @@
-"""xray.fractal: IFS fractal images, deterministic per seed, grey, at the model's input size, with real content."""
+"""xray.synth.fractal: IFS fractals, deterministic per seed, grey, at the model's input size, with real content."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xray.fractal import (
+from xray.synth.fractal import (
     CONTRACTION,
     MAX_MAPS,
     MIN_COVERAGE,

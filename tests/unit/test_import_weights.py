@@ -14,9 +14,9 @@ from safetensors.torch import save as safetensors_bytes
 
 from jobs import import_model
 from storage.artifacts import open_typed
-from xray.labels import LABELS
-from xray.manifests import ArtifactKind
-from xray.models import build_model, load_state
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import ArtifactKind
+from xray.models.registry import build_model, load_state
 
 
 @pytest.fixture(scope="module")

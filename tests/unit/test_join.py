@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xray.join import (
+from xray.evaluation.metrics import auroc
+from xray.tiles.grid import TileGrid
+from xray.tiles.join import (
     Combiner,
     StackedWeights,
     box_cell_fraction,
@@ -16,8 +18,6 @@ from xray.join import (
     peak_in_box,
     youden_thresholds,
 )
-from xray.metrics import auroc
-from xray.tiles import TileGrid
 
 
 def test_mean_and_max():
@@ -104,7 +104,7 @@ def test_peak_in_box_and_chance_rate():
 
 
 def test_cross_validated_ridge_shrinks_when_validation_is_pure_noise():
-    from xray.join import RIDGES, choose_ridge
+    from xray.tiles.join import RIDGES, choose_ridge
 
     rng = np.random.default_rng(5)
     noise_x, noise_y = rng.normal(size=(60, 4)), (rng.random(60) < 0.3).astype(float)

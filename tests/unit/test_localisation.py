@@ -1,11 +1,11 @@
-"""Localisation scored the same way for a tile heatmap and a single model's CAM, box by box (xray.ensemble_eval)."""
+"""Localisation scored the same way for a tile heatmap and a single model's CAM, box by box (evaluation.ensemble)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xray.ensemble_eval import (
+from xray.evaluation.ensemble import (
     box_hits,
     compare_localisation,
     ensemble_box_hits,
@@ -13,10 +13,10 @@ from xray.ensemble_eval import (
     localise_maps,
     mcnemar_exact_p,
 )
-from xray.join import coarse_heatmap, heatmap_cell
-from xray.labels import LABELS
-from xray.metadata import BBox
-from xray.tiles import TileGrid
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import BBox
+from xray.tiles.grid import TileGrid
+from xray.tiles.join import coarse_heatmap, heatmap_cell
 
 MASS, NODULE = LABELS.index("Mass"), LABELS.index("Nodule")
 IDS = ["a.png", "b.png"]

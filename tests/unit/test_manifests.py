@@ -1,4 +1,4 @@
-"""xray.manifests: typed manifests round-trip through JSON, read what older tilescope wrote, and fail with a
+"""xray.metadata.manifests: typed manifests round-trip through JSON, read what older tilescope wrote, and fail with a
 message naming the artifact and the key (on the driver, before any actor sees the artifact)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from xray.labels import LABELS
-from xray.manifests import (
+from xray.metadata.labels import LABELS
+from xray.metadata.manifests import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ArtifactKind,
@@ -22,8 +22,8 @@ from xray.manifests import (
     manifest_from_json,
     normalization_text,
 )
-from xray.models import ModelSpec
-from xray.tiles import TileGrid
+from xray.models.registry import ModelSpec
+from xray.tiles.grid import TileGrid
 
 SPLIT = SplitRecord(0.2, 5, 100, 20, 30)
 

@@ -1,4 +1,4 @@
-"""xray.metadata against the real NIH files (as shipped in the torchxrayvision wheel) and handwritten quirks.
+"""xray.metadata.nih against the real NIH files (as shipped in the torchxrayvision wheel) and handwritten quirks.
 
 The real files come from `pip download torchxrayvision==1.5.7` into .cache/wheels (gitignored), read straight
 from the wheel zip; the package is never installed. Without network the real-file tests skip, unless CI is
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from xray.labels import LABELS
-from xray.metadata import (
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import (
     BBox,
     DataEntry,
     entries_by_image,
@@ -26,9 +26,8 @@ from xray.metadata import (
     parse_bbox_list,
     parse_data_entry,
     parse_split_list,
-    patient_split,
-    split_patients,
 )
+from xray.metadata.splits import patient_split, split_patients
 
 WHEEL_DIR = Path(__file__).resolve().parents[2] / ".cache" / "wheels"
 WHEEL = WHEEL_DIR / "torchxrayvision-1.5.7-py3-none-any.whl"

@@ -1,4 +1,4 @@
-"""xray.metrics against scikit-learn's roc_auc_score, and the nan conventions for one-class labels."""
+"""xray.evaluation.metrics against scikit-learn's roc_auc_score, and the nan conventions for one-class labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xray.metrics import auroc, mean_auroc, per_label_auroc
+from xray.evaluation.metrics import auroc, mean_auroc, per_label_auroc
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -1,4 +1,4 @@
-"""xray.models: the registry, the in-graph pixel normalisation, weight loading and torchvision's cache."""
+"""xray.models.registry: the registry, the in-graph pixel normalisation, weight loading and torchvision's cache."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from xray.labels import LABELS
-from xray.models import (
+from xray.metadata.labels import LABELS
+from xray.models.registry import (
     BACKBONES,
     HEADS,
     IMAGENET_MEAN,
@@ -110,8 +110,8 @@ def test_vgg16_at_a_small_input_runs_in_torch_and_as_an_fp32_ir():
 
 
 def test_vgg16_checkpoints_as_saved_elsewhere_fit_without_renaming_the_head(built):
-    from xray.models import shapes
-    from xray.weights import fit_problems, normalise_state
+    from xray.models.registry import shapes
+    from xray.models.weights import fit_problems, normalise_state
 
     target = shapes(built["vgg16"].backbone)
     assert {"features.0.weight", "classifier.0.weight", "classifier.3.weight", "classifier.6.weight"} <= set(target)

@@ -1,9 +1,9 @@
-"""Node roles (jobs/node_roles.py): what torch actors ask for, and which CPUs size their pool."""
+"""Node roles (cli/node_roles.py): what torch actors ask for, and which CPUs size their pool."""
 
 from __future__ import annotations
 
-from jobs import node_roles
-from jobs.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE, train_cpus, train_resources
+from cli import node_roles
+from cli.node_roles import NODE_ROLES_ENV, TRAIN_RESOURCE, train_cpus, train_resources
 
 NODES = [
     {"Alive": True, "Resources": {"CPU": 16.0, "score": 1.0}},

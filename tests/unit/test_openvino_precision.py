@@ -22,9 +22,9 @@ from actors.openvino_ir import (
     quantize_int8,
     what_ran,
 )
-from xray.cpu_isa import this_cpu
-from xray.labels import LABELS
-from xray.models import ModelSpec, WithSigmoid, build_model
+from xray.metadata.labels import LABELS
+from xray.models.cpu_isa import this_cpu
+from xray.models.registry import ModelSpec, WithSigmoid, build_model
 
 
 def pixels(n: int, size: int, seed: int) -> np.ndarray:

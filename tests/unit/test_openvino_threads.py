@@ -7,8 +7,8 @@ import openvino as ov
 import pytest
 
 from actors.openvino_ir import export_fp32, openvino_threads
-from xray.labels import LABELS
-from xray.models import ModelSpec, build_model
+from xray.metadata.labels import LABELS
+from xray.models.registry import ModelSpec, build_model
 
 
 @pytest.fixture(scope="module")

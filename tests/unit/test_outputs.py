@@ -1,11 +1,11 @@
-"""xray.outputs: a foreign model's outputs mapped to CheXNet column order; labels it lacks get no column."""
+"""xray.models.outputs: a foreign model's outputs mapped to CheXNet column order; labels it lacks get no column."""
 
 from __future__ import annotations
 
 import pytest
 
-from xray.labels import LABELS
-from xray.outputs import canonical_label, output_map
+from xray.metadata.labels import LABELS
+from xray.models.outputs import canonical_label, output_map
 
 
 def test_default_is_the_14_in_chexnet_order():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xray.position_schedule import PositionSchedule, Step, Unit
+from xray.tiles.schedule import PositionSchedule, Step, Unit
 
 
 def _simulate(n_positions: int, epochs: int, trainers: int) -> tuple[int, list[list[tuple[int, Step]]]]:

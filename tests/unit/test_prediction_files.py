@@ -14,7 +14,7 @@ import pytest
 
 from storage.fs import StorageError
 from storage.prediction_files import open_predictions, open_scored
-from xray.labels import LABELS
+from xray.metadata.labels import LABELS
 
 
 def chexnet_csv(path: str, rows: list[tuple], header: str = "Image Index,Atelectasis,Infiltrate,Pleural Thickening"):

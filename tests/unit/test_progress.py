@@ -1,4 +1,4 @@
-"""jobs/progress.py and score's ProgressLine: rates from a recent window, train-tiles' line per round."""
+"""cli/progress.py and score's ProgressLine: rates from a recent window, train-tiles' line per round."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from jobs.progress import RecentRate, RoundProgress, format_duration
+from cli.progress import RecentRate, RoundProgress, format_duration
 from jobs.score_stages import ProgressLine
 
 

@@ -1,4 +1,4 @@
-"""tilescope's version and source commit (jobs/provenance.py), `tilescope --version`, and the one-line failure of
+"""tilescope's version and source commit (cli/provenance.py), `tilescope --version`, and the one-line failure of
 a job whose extra is not installed (jobs/__main__.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import provenance
+from cli import provenance
 from tests.conftest import REPO
 
 VERSION = tomllib.loads(Path(REPO, "pyproject.toml").read_text())["project"]["version"]

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.cli import field_docs
+from cli.flags import field_docs
 from jobs.report import ReportConfig, merge_repeated, validate
 from jobs.report_stages import KnownSplit, ScoredImages, fit_split_problem
-from xray.evaluation import class_histogram, roc_curve
-from xray.ground_truth import ModelSplit, Split, join_ground_truth
-from xray.labels import LABELS
-from xray.metadata import DATA_ENTRY_HEADER, parse_data_entry
-from xray.report_html import Overlay, ReportPage, TableView, format_probability, render_page
-from xray.report_plots import (
+from xray.evaluation.intervals import class_histogram, roc_curve
+from xray.metadata.ground_truth import join_ground_truth
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import DATA_ENTRY_HEADER, parse_data_entry
+from xray.metadata.splits import ModelSplit, Split
+from xray.report.html import Overlay, ReportPage, TableView, format_probability, render_page
+from xray.report.plots import (
     BOX_COLOUR,
     HEAT_OPACITY,
     ROC_COLOUR,

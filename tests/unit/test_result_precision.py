@@ -23,7 +23,7 @@ from storage.results import (
     results_table,
     write_chunk,
 )
-from xray.labels import prob_column
+from xray.metadata.labels import prob_column
 
 
 def batch(n: int, precision: str | None, isa: str | None) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import pytest
 
 from storage.fs import resolve, write_json
 from storage.results import RUN_CLAIM, RUN_MANIFEST, results_schema, results_table, write_chunk
-from xray.labels import LABELS, prob_column
+from xray.metadata.labels import LABELS, prob_column
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from storage.results import (
     SOURCE,
     STATUS,
 )
-from xray.labels import LABELS, prob_column
-from xray.manifests import EnsembleManifest, ModelManifest, SplitRecord
-from xray.tiles import TileGrid
+from xray.metadata.labels import LABELS, prob_column
+from xray.metadata.manifests import EnsembleManifest, ModelManifest, SplitRecord
+from xray.tiles.grid import TileGrid
 
 
 def _png(seed: int, size: int = 300) -> bytes:

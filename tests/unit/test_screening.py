@@ -1,4 +1,4 @@
-"""xray.screening: thresholds for a target sensitivity, flag counts, the ranking, flag agreement between two
+"""xray.evaluation.screening: thresholds for a target sensitivity, flag counts, the ranking, flag agreement between two
 models and the per-label picks for heatmaps (no Ray)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from xray.screening import (
-    agreement,
+from xray.evaluation.screening import (
+    flag_agreement,
     flag_counts,
     flags,
     pick_per_label,
@@ -106,17 +106,17 @@ def test_ranking_refuses_missing_probabilities_and_mismatched_ids():
 def test_agreement_counts_flips_each_way_per_label():
     a = np.array([[1, 0, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=bool)
     b = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], dtype=bool)
-    agree = agreement(a, b)
+    agree = flag_agreement(a, b)
     assert agree.images == 4
     assert agree.only_a.tolist() == [1, 0, 1] and agree.only_b.tolist() == [0, 1, 1]
     assert agree.flips.tolist() == [1, 1, 2] and agree.flip_share.tolist() == [0.25, 0.25, 0.5]
     assert agree.overall_share == pytest.approx(4 / 12)
-    partial = agreement(a, b, compared=np.array([True, False, True]))
+    partial = flag_agreement(a, b, compared=np.array([True, False, True]))
     assert partial.flips.tolist() == [1, 0, 2] and math.isnan(partial.flip_share[1])
     assert partial.overall_share == pytest.approx(3 / 8)
-    assert agreement(a, a).flips.tolist() == [0, 0, 0]
+    assert flag_agreement(a, a).flips.tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="same"):
-        agreement(a, b[:, :2])
+        flag_agreement(a, b[:, :2])
 
 
 def test_pick_per_label_takes_turns_over_labels_preferring_boxed_images():

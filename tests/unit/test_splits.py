@@ -1,13 +1,13 @@
-"""xray.splits: patient splits that never share a patient, honour NIH's lists and redraw identically."""
+"""xray.metadata.splits: patient splits that never share a patient, honour NIH's lists and redraw identically."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xray.labels import LABELS
-from xray.metadata import ArchiveMetadata, DataEntry
-from xray.splits import labelled_split, labels_for, split_by_patient
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import ArchiveMetadata, DataEntry
+from xray.metadata.splits import labelled_split, labels_for, split_by_patient
 
 
 def _entry(patient: int, follow_up: int, findings: tuple[str, ...] = ()) -> DataEntry:

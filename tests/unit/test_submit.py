@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import jobs.__main__ as dispatcher
-from jobs import provenance, runs, submit
+from cli import provenance
+from jobs import runs, submit
 from jobs.submit import SubmitConfig
 from tests.conftest import REPO
 
@@ -187,7 +188,7 @@ def test_from_a_checkout_the_checkout_ships_with_the_clients_version_and_commit(
 def test_from_an_installed_package_its_packages_ship_as_py_modules_never_site_packages(client, monkeypatch,
                                                                                        tmp_path, capsys):
     site = tmp_path / "site-packages"  # what an installed wheel looks like: packages beside other distributions
-    for name in ("jobs", "actors", "storage", "xray", "numpy", "ray", "tilescope-0.1.0.dist-info"):
+    for name in ("jobs", "cli", "actors", "storage", "xray", "numpy", "ray", "tilescope-0.1.0.dist-info"):
         (site / name).mkdir(parents=True)
     monkeypatch.setattr(submit, "PROJECT_ROOT", site)
     assert not submit.from_checkout() and submit.default_working_dir() is None
@@ -195,7 +196,7 @@ def test_from_an_installed_package_its_packages_ship_as_py_modules_never_site_pa
     [sent] = client.submitted
     env = sent["runtime_env"]
     assert "working_dir" not in env
-    assert env["py_modules"] == [str(site / name) for name in ("jobs", "actors", "storage", "xray")]
+    assert env["py_modules"] == [str(site / name) for name in ("jobs", "cli", "actors", "storage", "xray")]
     assert env["env_vars"] == provenance.job_environment()
     assert shlex.split(sent["entrypoint"])[:3] == ["python", "-m", "jobs.score"]
     assert f"submitted {summary.submission_id}" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""xray.synth (deterministic synthetic cases, NIH-style metadata) and jobs.synth (the archive writer)."""
+"""xray.synth.images (deterministic synthetic cases, NIH-style metadata) and jobs.synth (the archive writer)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from jobs.synth import SynthConfig, main, run, shard_plan
-from xray.labels import LABELS
-from xray.metadata import entries_by_image, parse_bbox_list, parse_data_entry, parse_split_list
-from xray.synth import (
+from xray.metadata.labels import LABELS
+from xray.metadata.nih import entries_by_image, parse_bbox_list, parse_data_entry, parse_split_list
+from xray.synth.images import (
     PAINTERS,
     REAL_FILTER_MIX,
     SMALL_FINDINGS,
@@ -26,7 +26,7 @@ from xray.synth import (
     patient_of,
     synth_case,
 )
-from xray.synth_metadata import BBOX_LABELS, render_bbox_csv, render_data_entry_csv, render_split_lists
+from xray.synth.nih_files import BBOX_LABELS, render_bbox_csv, render_data_entry_csv, render_split_lists
 
 
 @pytest.fixture(scope="module")

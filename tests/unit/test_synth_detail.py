@@ -1,4 +1,4 @@
-"""xray.synth_detail: small findings drawn at full resolution whose evidence a whole-image downscale loses
+"""xray.synth.detail: small findings drawn at full resolution whose evidence a whole-image downscale loses
 (`synth --detail fine`), and the coarse default left byte-identical."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from jobs.synth import main
-from xray.synth import synth_case
-from xray.synth_detail import BODY_CONTRAST, FINE_FINDINGS, FINE_PAINTERS, FindingDetail
+from xray.synth.detail import BODY_CONTRAST, FINE_FINDINGS, FINE_PAINTERS, FindingDetail
+from xray.synth.images import synth_case
 
 SIZE = 1024
 
@@ -82,7 +82,7 @@ def test_coarse_findings_survive_the_same_downscale() -> None:
 
 
 def test_vessel_dots_look_like_a_downscaled_nodule_but_have_no_specks() -> None:
-    from xray.synth_detail import paint_nodule, paint_vessel_dots
+    from xray.synth.detail import paint_nodule, paint_vessel_dots
 
     nodules, vessels = np.zeros((SIZE, SIZE), np.float32), np.zeros((SIZE, SIZE), np.float32)
     rng = np.random.default_rng(0)

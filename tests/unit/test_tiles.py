@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xray.tiles import TileGrid, stitch_scores, tile, tile_at, untile
+from xray.tiles.grid import TileGrid, stitch_scores, tile, tile_at, untile
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xray.labels import LABELS
-from xray.models import ModelSpec, build_model
-from xray.precision import MathPath, Precision
-from xray.training import fit
+from xray.metadata.labels import LABELS
+from xray.models.precision import MathPath, Precision
+from xray.models.registry import ModelSpec, build_model
+from xray.models.training import fit
 
 PATH = MathPath(precision=Precision.FP32, channels_last=False, ipex=None, amx=False)
 

@@ -1,4 +1,4 @@
-"""xray.weights: state dicts as projects save them, renamed to a backbone's keys (numpy arrays stand in for
+"""xray.models.weights: state dicts as projects save them, renamed to a backbone's keys (numpy arrays stand in for
 tensors: the rules touch names only)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xray.weights import (
+from xray.models.weights import (
     WeightsError,
     best_prefix,
     fit_problems,

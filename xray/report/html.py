@@ -1,0 +1,161 @@
+"""The self-contained HTML page of `tilescope report`: inline CSS, inline SVG plots, PNG overlays as data: URIs.
+
+Nothing on the page refers to anything outside it (no scripts, stylesheets, fonts or images to fetch), so
+it opens the same from a laptop, an S3 console download or an air-gapped cluster. Every value that comes
+from data (image ids, error messages, labels) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+
+from xray.report.plots import overlay_svg
+
+_CSS = """
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1240px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; white-space: normal; } td.text, th.text { text-align: left; }
+td.text { white-space: normal; overflow-wrap: anywhere; max-width: 26em; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; }
+.note { color: #555; font-size: 13px; max-width: 1100px; }
+figure { margin: 0; font-size: 11px; max-width: 260px; } figure svg { display: block; }
+figcaption { margin-top: 3px; line-height: 1.35; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; }
+dt { color: #555; } dd { margin: 0; overflow-wrap: anywhere; }
+"""
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A table as shown on the page: column names and rows of plain values (str, int, float, None)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple]
+    text_columns: frozenset[str] = frozenset()  # left-aligned columns that may wrap
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One flagged image with the heatmap of one label over it (PNG, width x height pixels) and the BBox_List
+    boxes of the image in those pixels: (label, x, y, w, h)."""
+
+    image_id: str
+    label: str
+    prob: float
+    threshold: float
+    findings: str
+    png: bytes
+    width: int
+    height: int
+    boxes: tuple[tuple[str, float, float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """Everything the page shows, already computed; render_page only lays it out."""
+
+    title: str
+    facts: list[tuple[str, str]]
+    auroc_chart: str
+    auroc: TableView
+    auroc_caption: str
+    roc_plots: list[str]
+    roc_caption: str
+    histograms: list[str]
+    thresholds: TableView
+    thresholds_caption: str
+    screening: TableView
+    screening_caption: str
+    errors: TableView
+    overlays: list[Overlay] = field(default_factory=list)
+    overlay_note: str = ""
+    overlay_caption: str = ""
+    colour_bar: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def format_probability(p: float) -> str:
+    """3 decimals, or 5 near 1 (where a saturated model would read 1.000 on every image)."""
+    if p is None or math.isnan(p):
+        return "n/a"
+    return f"{p:.5f}" if p >= 0.999 else f"{p:.3f}"
+
+
+def format_value(v: object) -> str:
+    """A cell: floats to 4 decimals, NaN/None as an en dash, anything else as text."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "\u2013"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def render_table(table: TableView, css_class: str) -> str:
+    def cell(tag: str, name: str, body: str) -> str:
+        cls = ' class="text"' if name in table.text_columns else ""
+        return f"<{tag}{cls}>{escape(body)}</{tag}>"
+
+    head = "".join(cell("th", c, c) for c in table.columns)
+    rows = "".join("<tr>" + "".join(cell("td", c, format_value(v)) for c, v in zip(table.columns, row, strict=True))
+                   + "</tr>" for row in table.rows)
+    return (f'<div class="table-wrap"><table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
+            "</table></div>")
+
+
+def _overlays(page: ReportPage) -> str:
+    note = f'<p class="note">{escape(page.overlay_note)}</p>' if page.overlay_note else ""
+    if not page.overlays:
+        return note
+    figures = []
+    for o in page.overlays:
+        boxes = sorted({b[0] for b in o.boxes})
+        box_text = f"boxes: {', '.join(boxes)}" if boxes else "no BBox_List box"
+        figures.append(f'<figure class="overlay">{overlay_svg(o.png, o.width, o.height, o.boxes, o.label)}'
+                       f"<figcaption><b>{escape(o.image_id)}</b><br>{escape(o.label)} "
+                       f"{format_probability(o.prob)} (threshold {format_probability(o.threshold)})<br>"
+                       f"truth: {escape(o.findings or 'not listed')}; {escape(box_text)}</figcaption></figure>")
+    caption = f'<p class="note">{escape(page.overlay_caption)}</p>' if page.overlay_caption else ""
+    return caption + page.colour_bar + note + '<div class="grid">' + "".join(figures) + "</div>"
+
+
+def render_page(page: ReportPage) -> str:
+    """The whole HTML document as a string."""
+    facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in page.facts)
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in page.notes)
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(page.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(page.title)}</h1>",
+        f'<section id="summary"><dl>{facts}</dl>{notes}</section>',
+        '<section id="auroc"><h2>AUROC per label</h2>',
+        f'<p class="note">{escape(page.auroc_caption)}</p>',
+        page.auroc_chart,
+        render_table(page.auroc, "auroc"),
+        "</section>",
+        f'<section id="roc"><h2>ROC curves</h2><p class="note">{escape(page.roc_caption)}</p>'
+        '<div class="grid">' + "".join(page.roc_plots) + "</div></section>",
+        '<section id="histograms"><h2>Score histograms</h2>'
+        '<p class="note">Share of each class per bin of probability (the y axis is percent of that class\'s '
+        "images): red with the finding, grey without it; the green line is the label's threshold.</p>"
+        '<div class="grid">' + "".join(page.histograms) + "</div></section>",
+        '<section id="thresholds"><h2>Thresholds and flags</h2>'
+        f'<p class="note">{escape(page.thresholds_caption)}</p>',
+        render_table(page.thresholds, "thresholds"),
+        "</section>",
+        f'<section id="screening"><h2>Screening view</h2><p class="note">{escape(page.screening_caption)}</p>',
+        render_table(page.screening, "screening"),
+        "</section>",
+        '<section id="heatmaps"><h2>Heatmaps of flagged images, one label at a time</h2>',
+        _overlays(page),
+        "</section>",
+        '<section id="errors"><h2>Errors</h2>',
+        render_table(page.errors, "errors") if page.errors.rows else '<p class="note">No error rows.</p>',
+        "</section>",
+        "</body></html>",
+    ])
