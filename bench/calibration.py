@@ -49,7 +49,7 @@ from xray.calibration.risks import (
 from xray.calibration.sets import CalibrationSource
 from xray.models.cpu_isa import this_cpu
 
-RISKS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xray", SHIPPED)
+RISKS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xray", "calibration", SHIPPED)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ what each run actually ran on which CPU class. Without --archive (synthetic or f
 nothing is evaluated: the job says so on stderr and the manifest records `metrics.evaluation: null`.
 
 When bench.calibration measured the chosen --calibration to hurt the chosen backbone
-(xray/calibration/calibration_risks.json, docs/BENCHMARKS.md), a one-line warning names what it measured and what did better.
+(xray/calibration/calibration_risks.json, docs/BENCHMARKS.md), a one-line warning names what it measured
+and what did better.
 
 Accuracy control: with --max-drop (mean AUROC, absolute) and/or --max-prob-diff (p99 |p_fp32 - p_int8|),
 NNCF keeps layers in float until both hold on the evaluation images. The result is measured again; if it does
@@ -49,13 +50,10 @@ from actors.openvino_ir import (
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
-from jobs.quantize_inputs import ImageSubsets, Source, calibration_record, draw_images, load_source
+from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source
 from storage.artifacts import require_new, write_artifact
 from xray.calibration.risks import load_risks, warning_for
-from xray.calibration.sets import (
-    CalibrationSource,
-    pixel_summary,
-)
+from xray.calibration.sets import CalibrationSource, describe, pixel_summary
 from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.manifests import (
@@ -229,6 +227,24 @@ def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.nd
     return infer_compiled(compiled, pixels), what_ran(compiled, precision)
 
 
+def input_plan(cfg: QuantizeConfig) -> InputPlan:
+    """What jobs/quantize_inputs.py reads, from the config."""
+    return InputPlan(cfg.checkpoint, cfg.archive, cfg.metadata, cfg.calibration, cfg.calibration_size, cfg.eval_size,
+                     cfg.seed, cfg.s3_endpoint)
+
+
+def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
+    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them."""
+    from_archive = cfg.calibration == CalibrationSource.ARCHIVE
+    return {"source": cfg.calibration.value, "patient_images": cfg.calibration.patient_images,
+            "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
+            "split": "train_val" if from_archive else None,
+            "generator": None if from_archive else describe(cfg.calibration, source.input_size),
+            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ranges": cfg.ranges,
+            "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
+            "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
+
+
 def run(cfg: QuantizeConfig) -> QuantizeSummary:
     import nncf
     import openvino as ov
@@ -236,8 +252,9 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     validate(cfg)
     t0 = time.perf_counter()
     require_new(cfg.out, cfg.s3_endpoint)
-    source = load_source(cfg)
-    images = draw_images(cfg, source)
+    plan = input_plan(cfg)
+    source = load_source(plan)
+    images = draw_images(plan, source)
     print(f"calibration: {len(images.calibration)} {cfg.calibration} images, evaluation: {len(images.eval_ids)} "
           + (f"test images of {cfg.archive}" if cfg.archive else "(no --archive)"), flush=True)
     warn_before_quantizing(cfg, source, images)

@@ -1,11 +1,13 @@
 """What quantize reads before NNCF runs: the model to quantize (a checkpoint exported to FP32 IR, or a model
 artifact's FP32 IR) and the images (calibration from the chosen source, evaluation from the archive's test
-split), and the manifest's record of which calibration images were used."""
+split), and the manifest's record of which calibration images were used.
+
+Takes an InputPlan (what to read), never quantize's whole config: quantize imports this module, not the reverse.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,9 +18,7 @@ from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.calibration.sets import (
     CalibrationSource,
     archive_calibration_ids,
-    describe,
     generated_images,
-    pixel_summary,
 )
 from xray.metadata.labels import LABELS
 from xray.metadata.manifests import (
@@ -31,8 +31,20 @@ from xray.metadata.manifests import (
 )
 from xray.metadata.splits import labels_for, split_by_patient
 
-if TYPE_CHECKING:
-    from jobs.quantize import QuantizeConfig
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What quantize reads: the model to quantize and where its calibration and evaluation images come from
+    (the fields of QuantizeConfig of the same names)."""
+
+    checkpoint: str
+    archive: str | None
+    metadata: str | None
+    calibration: CalibrationSource
+    calibration_size: int
+    eval_size: int
+    seed: int
+    s3_endpoint: str | None
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class Source:
     versions: dict
 
 
-def load_source(cfg: QuantizeConfig) -> Source:
+def load_source(cfg: InputPlan) -> Source:
     """The --checkpoint artifact as an FP32 OpenVINO model (a checkpoint is exported, a model artifact read)."""
     artifact, manifest = open_typed(cfg.checkpoint, cfg.s3_endpoint, "--checkpoint", ArtifactKind.CHECKPOINT,
                                     ArtifactKind.MODEL)
@@ -92,7 +104,7 @@ class ImageSubsets:
     eval_labels: np.ndarray
 
 
-def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
+def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
     """Calibration images of the chosen source, and seeded evaluation images from the archive's test split, for
     the model's split (an imported model has none: train_val and test as the archive's lists give them).
 
@@ -124,15 +136,3 @@ def draw_images(cfg: QuantizeConfig, source: Source) -> ImageSubsets:
     columns = [LABELS.index(label) for label in source.labels]
     return ImageSubsets(calibration, eval_order, images.pixels[[pick[i] for i in eval_order]],
                         labels_for(eval_order, meta)[:, columns])
-
-
-def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
-    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them."""
-    from_archive = cfg.calibration == CalibrationSource.ARCHIVE
-    return {"source": cfg.calibration.value, "patient_images": cfg.calibration.patient_images,
-            "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
-            "split": "train_val" if from_archive else None,
-            "generator": None if from_archive else describe(cfg.calibration, source.input_size),
-            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ranges": cfg.ranges,
-            "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
-            "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}

@@ -24,7 +24,7 @@ import pyarrow as pa
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
-from jobs.report_page import build_page, run_names
+from jobs.report_page import PageSettings, build_page, run_names
 from jobs.report_stages import (
     Evaluation,
     KnownSplit,
@@ -183,7 +183,9 @@ def run(cfg: ReportConfig) -> ReportSummary:
     tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),
               "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
     drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
-    page = build_page(cfg, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
+    settings = PageSettings(cfg.metadata, cfg.eval_split, cfg.fit_split, cfg.apply_split, cfg.view_split,
+                            cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top)
+    page = build_page(settings, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
 
     files = []
     for stem, table in tables.items():

@@ -5,7 +5,7 @@ the page; the CSV/Parquet files keep one column per number)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +26,22 @@ from xray.report.plots import (
     roc_svg,
 )
 
-if TYPE_CHECKING:
-    from jobs.report import ReportConfig
+
+@dataclass(frozen=True)
+class PageSettings:
+    """What the page says about how the statistics were made (the fields of ReportConfig of the same names):
+    report passes these down, so this module never imports report back."""
+
+    metadata: str
+    eval_split: Split
+    fit_split: Split
+    apply_split: Split
+    view_split: Split | None
+    target_sensitivity: float
+    bootstrap: int
+    ci_level: float
+    seed: int
+    top: int
 
 
 def run_names(runs: list[ScoredRun]) -> list[str]:
@@ -42,7 +56,7 @@ def run_names(runs: list[ScoredRun]) -> list[str]:
     return names
 
 
-def build_page(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
+def build_page(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
                ev: Evaluation, sc: Screening, agreement: FlagAgreement | None, tables: dict[str, pa.Table],
                notes: list[str], drawn: list[Overlay], overlay_note: str) -> ReportPage:
     primary = images[0]
@@ -163,7 +177,7 @@ def _flips(n: int, share: float) -> str:
     return "n/a" if math.isnan(share) else f"{n} ({share:.1%})"
 
 
-def thresholds_view(table: pa.Table, cfg: ReportConfig) -> TableView:
+def thresholds_view(table: pa.Table, cfg: PageSettings) -> TableView:
     fit, apply = cfg.fit_split, cfg.apply_split
     rows = []
     for r in table.to_pylist():
@@ -205,7 +219,7 @@ def _view(table: pa.Table) -> TableView:
     return TableView(tuple(table.column_names), [tuple(r.values()) for r in table.to_pylist()], text)
 
 
-def _facts(cfg: ReportConfig, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
+def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
            ev: Evaluation, agreement: FlagAgreement | None) -> list[tuple[str, str]]:
     main, m, primary = runs[0], runs[0].manifest or {}, images[0]
     n_ok = int((main.status == "ok").sum())

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cli import provenance
+from cli.commands import JOBS
 from cli.flags import COMMON_FLAGS, config_from_args, parser_for, require_valid
 
 PROJECT_ROOT = provenance.PACKAGE_ROOT
@@ -87,8 +88,6 @@ class SubmitSummary:
 
 def submittable_jobs() -> dict[str, str]:
     """Job name -> module, from the dispatcher: every job except the cluster commands themselves."""
-    from jobs.__main__ import JOBS
-
     return {name: target for name, (target, _) in JOBS.items() if ":" not in target and target != __name__}
 
 

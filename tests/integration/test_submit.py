@@ -266,7 +266,7 @@ def test_submit_from_an_installed_package_ships_its_packages_never_site_packages
     # so the run's manifest shows which code ran on the cluster (the head's own install is the checkout's).
     site = install_target(build_wheel(tmp_path / "dist", version="0.1.0+wheel"), tmp_path / "site-packages")
     assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info")) == [
-        "actors", "bin", "jobs", "storage", "xray"]
+        "actors", "bin", "cli", "jobs", "storage", "xray"]
     client_dir = tmp_path / "client"  # no checkout here, nor on the head's side (see ray_head)
     client_dir.mkdir()
     env = {**ray_head.env, "PYTHONPATH": str(site)}

@@ -115,11 +115,11 @@ def _source(size: int = 32) -> quantize_inputs.Source:
 def test_without_an_archive_calibration_is_generated_and_nothing_is_evaluated():
     cfg = quantize.QuantizeConfig(checkpoint="c", out="o", calibration="fractal", calibration_size=5, seed=2)
     quantize.validate(cfg)
-    images = quantize_inputs.draw_images(cfg, _source())
+    images = quantize_inputs.draw_images(quantize.input_plan(cfg), _source())
     assert np.array_equal(images.calibration, generated_images(CalibrationSource.FRACTAL, 5, 32, 2))
     assert images.eval_ids == () and images.eval_pixels.shape == (0, 1, 32, 32)
     assert images.eval_labels.shape == (0, 2)
-    record = quantize_inputs.calibration_record(cfg, _source(), images)
+    record = quantize.calibration_record(cfg, _source(), images)
     assert record["source"] == "fractal" and record["patient_images"] is False and record["images"] == 5
     assert record["archive"] is None and record["split"] is None and "fractal" in record["generator"]
     assert record["pixels"] == pixel_summary(images.calibration)

@@ -161,8 +161,8 @@ def risks_from_json(body: Mapping[str, Any], where: str) -> CalibrationRisks:
 def load_risks(path: str | None = None) -> CalibrationRisks:
     """The figures in `path`, or in the file shipped with tilescope (xray/calibration/calibration_risks.json)."""
     if path is None:
-        text = resources.files("xray").joinpath(SHIPPED).read_text()
-        return risks_from_json(json.loads(text), f"xray/{SHIPPED}")
+        text = resources.files("xray.calibration").joinpath(SHIPPED).read_text()
+        return risks_from_json(json.loads(text), f"xray/calibration/{SHIPPED}")
     with open(path) as f:
         return risks_from_json(json.load(f), path)
 
