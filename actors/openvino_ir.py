@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xray.metadata.manifests import IRKind
 from xray.models.cpu_isa import CpuIsa, this_cpu
 
 # OpenVINO's Python package starts its telemetry on import (openvino.tools.ovc): it writes a client id and
@@ -62,9 +63,9 @@ class IRPrecision(enum.StrEnum):
     bf16 at all (AVX2), and the rows then say fp32."""
 
     @property
-    def ir(self) -> str:
+    def ir(self) -> IRKind:
         """The artifact's IR this precision runs (a key of the manifest's precisions)."""
-        return "int8" if self is IRPrecision.INT8 else "fp32"
+        return IRKind.INT8 if self is IRPrecision.INT8 else IRKind.FP32
 
     @property
     def hint(self) -> str:

@@ -1,7 +1,7 @@
 """OpenVINO scorer: a plain class that Ray Data runs as a pool of actors (see jobs/score.py).
 
 Batch contract (one batch == one chunk), input columns:
-  pixels (B, 1, S, S) uint8, status str ('ok' | 'error') — plus any pass-through columns.
+  pixels (B, 1, S, S) uint8, status str (storage.results.RowStatus: 'ok' | 'error') — plus any pass-through columns.
 Output: the same rows without `pixels`, plus one float32 column per label (`prob_<Label>`, NaN where
 status is 'error'), `infer_ms` (this chunk's inference time spread evenly over its ok rows), `infer_core_ms`
 (the CPU time this process spent scoring the chunk, every OpenVINO thread included, spread the same way; not
@@ -25,7 +25,7 @@ import numpy as np
 
 from actors.openvino_ir import IRPrecision, RanPrecision, compile_ir, infer_async
 from storage.artifacts import open_typed
-from storage.results import CPU_ISA, INFER_CORE_MS, INFER_MS, PRECISION, STATUS
+from storage.results import CPU_ISA, INFER_CORE_MS, INFER_MS, PRECISION, STATUS, RowStatus
 from xray.metadata.labels import prob_column
 from xray.metadata.manifests import ArtifactKind
 
@@ -85,7 +85,7 @@ class Int8Scorer:
         if not self._loaded():
             self._load()
         pixels = batch.pop("pixels")
-        ok = batch[STATUS] == "ok"
+        ok = batch[STATUS] == RowStatus.OK
         t0, cpu0 = time.perf_counter(), time.process_time()
         columns = self.score_columns(pixels, ok)
         elapsed_ms = (time.perf_counter() - t0) * 1000.0

@@ -27,6 +27,7 @@ import torch
 from actors.openvino_ir import export_fp32, infer_probs, ir_bytes, openvino_threads, quantize_int8
 from storage.fs import exists, read_bytes, resolve, write_bytes_atomic
 from storage.image_sets import DecodedShard
+from xray.metadata.manifests import IRKind, position_dir
 from xray.metadata.splits import LabelledSplit
 from xray.models.precision import choose_math_path
 from xray.models.registry import ModelSpec, build_model
@@ -219,11 +220,12 @@ class TileTrainer:
             int8 = quantize_int8(fp32, calibration, plan.preset)
         val = position_tiles(shards, split.val, plan.grid, plan.position)
         test = position_tiles(shards, split.test, plan.grid, plan.position)
-        probs = {name: (infer_probs(m, val, threads=self.threads), infer_probs(m, test, threads=self.threads))
-                 for name, m in (("fp32", fp32), ("int8", int8))}
-        prefix = f"positions/{plan.tag}"
-        files = {**ir_bytes(fp32, f"{prefix}/fp32"), **ir_bytes(int8, f"{prefix}/int8")}
+        probs = {kind: (infer_probs(m, val, threads=self.threads), infer_probs(m, test, threads=self.threads))
+                 for kind, m in ((IRKind.FP32, fp32), (IRKind.INT8, int8))}
+        prefix = position_dir(plan.position)
+        files = {**ir_bytes(fp32, f"{prefix}/{IRKind.FP32}"), **ir_bytes(int8, f"{prefix}/{IRKind.INT8}")}
         self._recent.pop(plan.position, None)
         return PositionExport(plan.position, files, tuple(state["history"]),
-                              str(state.get("math_path", self.path.describe())), val_fp32=probs["fp32"][0],
-                              val_int8=probs["int8"][0], test_fp32=probs["fp32"][1], test_int8=probs["int8"][1])
+                              str(state.get("math_path", self.path.describe())), val_fp32=probs[IRKind.FP32][0],
+                              val_int8=probs[IRKind.INT8][0], test_fp32=probs[IRKind.FP32][1],
+                              test_int8=probs[IRKind.INT8][1])

@@ -29,7 +29,7 @@ from jobs import report
 from storage.artifacts import write_artifact
 from storage.fs import resolve, write_json
 from storage.metadata_files import load_metadata
-from storage.results import RUN_MANIFEST, results_schema, results_table, write_chunk
+from storage.results import RUN_MANIFEST, results_schema, results_table, row_status, write_chunk
 from xray.metadata.labels import LABELS, prob_column
 from xray.metadata.manifests import ModelManifest, SplitRecord
 from xray.metadata.nih import DATA_ENTRY_HEADER
@@ -63,7 +63,7 @@ def write_inputs(root: str, rows: int, rows_per_file: int) -> dict[str, str]:
         model="bench", labels=LABELS, input_size=224, irs={"int8": "int8/model.xml"}, split=SplitRecord(0.15, 0)))
     schema = results_schema(list(LABELS))
     shard_of = np.arange(rows) * 12 // rows + 1
-    batch = {"image_id": ids, "status": np.full(rows, "ok", dtype=object), "error": np.full(rows, None, dtype=object),
+    batch = {"image_id": ids, "status": row_status(np.ones(rows, bool)), "error": np.full(rows, None, dtype=object),
              "source": np.array([f"images_{s:03d}.tar.gz:images/{i}" for s, i in zip(shard_of, ids, strict=True)],
                                 dtype=object),
              "decode_ms": np.ones(rows, np.float32), "infer_ms": np.ones(rows, np.float32),

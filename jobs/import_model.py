@@ -37,6 +37,7 @@ from xray.metadata.manifests import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointManifest,
+    IRKind,
     ModelManifest,
     normalization_text,
 )
@@ -201,10 +202,10 @@ def _import_graph(cfg: ImportConfig) -> ImportSummary:
               "sha256": sha256_hex(b"".join(files[k] for k in sorted(files))), "outputs": mapping.to_json(),
               "output_kind": cfg.outputs.value, "input_layout": cfg.input_layout.value,
               "input_channels": foreign.channels}
-    manifest = ModelManifest(model=name, labels=mapping.labels, input_size=size, irs={"fp32": "fp32/model.xml"},
+    manifest = ModelManifest(model=name, labels=mapping.labels, input_size=size, irs={IRKind.FP32: IRKind.FP32.xml()},
                              split=None, normalization=normalization_text(mean, std), source=source,
                              versions={"openvino": ov.__version__, **tilescope_versions()}, config=asdict(cfg))
-    sha = write_artifact(cfg.out, ir_bytes(wrapped, "fp32"), manifest, cfg.s3_endpoint)
+    sha = write_artifact(cfg.out, ir_bytes(wrapped, IRKind.FP32), manifest, cfg.s3_endpoint)
     return ImportSummary(cfg.out, sha, "model", name, mapping.labels, size, (), 0.0)
 
 

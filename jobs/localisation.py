@@ -99,7 +99,7 @@ def heatmap_hits(results_uri: str, boxes: tuple[BBox, ...], dimensions: dict[str
     run = open_run(results_uri, endpoint)
     if run.heatmap_shape is None or run.manifest is None:
         raise ValueError(f"{results_uri}: not a committed tile-ensemble run (no heatmap column)")
-    _, manifest = open_typed(run.manifest["artifact_uri"], endpoint, "--model", ArtifactKind.ENSEMBLE)
+    _, manifest = open_typed(run.manifest.artifact_uri, endpoint, "--model", ArtifactKind.ENSEMBLE)
     assert isinstance(manifest, EnsembleManifest)
     heat = read_heatmaps(run, (b.image_index for b in boxes))
     ids = tuple(sorted(heat))

@@ -57,6 +57,7 @@ from xray.calibration.sets import CalibrationSource, describe, pixel_summary
 from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.manifests import (
+    IRKind,
     ModelManifest,
 )
 
@@ -266,7 +267,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
     int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)
     check_agreement(cfg, int8_vs_fp32, ran8)
-    ran = {"fp32": ran32.to_json(), "int8": ran8.to_json()}
+    ran = {IRKind.FP32: ran32.to_json(), IRKind.INT8: ran8.to_json()}
     bf16_vs_fp32 = None
     if cfg.bf16_metrics:
         p16, ran16 = measure(compile_cpu(source.fp32, IRPrecision.BF16), IRPrecision.BF16, images.eval_pixels)
@@ -281,7 +282,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     diff = int8_vs_fp32.abs_prob_diff
     manifest = ModelManifest(
         model=source.model, labels=source.labels, input_size=source.input_size,
-        irs={"fp32": "fp32/model.xml", "int8": "int8/model.xml"}, split=source.split, checkpoint=source.origin,
+        irs={kind: kind.xml() for kind in (IRKind.FP32, IRKind.INT8)}, split=source.split, checkpoint=source.origin,
         calibration=calibration_record(cfg, source, images),
         metrics={"eval_images": len(images.eval_ids), "evaluation": evaluation, "fp32_auroc": fp32_auroc,
                  "int8_auroc": int8_auroc,
@@ -291,7 +292,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
         versions={**source.versions, "openvino": ov.__version__, "nncf": nncf.__version__, **tilescope_versions()},
         config=asdict(cfg), normalization=source.normalization, source=source.imported,
     )
-    files = {**source.fp32_files, **ir_bytes(int8, "int8")}
+    files = {**source.fp32_files, **ir_bytes(int8, IRKind.INT8)}
     sha = write_artifact(cfg.out, files, manifest, cfg.s3_endpoint)
     summary = QuantizeSummary(cfg.out, sha, tuple(fp32_auroc), tuple(int8_auroc), mean_auroc(fp32_auroc),
                               mean_auroc(int8_auroc), diff["max"], time.perf_counter() - t0, diff["median"],

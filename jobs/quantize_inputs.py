@@ -25,6 +25,7 @@ from xray.metadata.manifests import (
     DEFAULT_VAL_FRACTION,
     ArtifactKind,
     CheckpointManifest,
+    IRKind,
     ModelManifest,
     SplitRecord,
     normalization_text,
@@ -89,7 +90,7 @@ def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: d
     model.eval()
     fp32 = export_fp32(model, spec.input_size)
     return Source(spec.name, spec.labels, spec.input_size, normalization_text(spec.mean, spec.std), fp32,
-                  ir_bytes(fp32, "fp32"), manifest.split, origin, dict(manifest.source),
+                  ir_bytes(fp32, IRKind.FP32), manifest.split, origin, dict(manifest.source),
                   {"torch": torch.__version__})
 
 

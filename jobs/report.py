@@ -43,6 +43,7 @@ from storage.fs import check_reachable, list_files, read_bytes, resolve
 from storage.metadata_files import load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
+from storage.results import RowStatus
 from storage.scored_runs import ScoredRun
 from xray.evaluation.comparison import PairedScores
 from xray.evaluation.screening import FlagAgreement
@@ -278,12 +279,12 @@ def _report_json(cfg: ReportConfig, runs: list[ScoredRun], known: list[KnownSpli
         "report_schema_version": REPORT_SCHEMA_VERSION, "config": asdict(cfg), "files": sorted(files),
         "runs": [{"uri": r.uri, "committed": None if r.external else r.manifest is not None,
                   "external": r.external,
-                  "rows": int(r.image_id.size), "ok": int((r.status == "ok").sum()),
-                  "errors": int((r.status == "error").sum()),
+                  "rows": int(r.image_id.size), "ok": int((r.status == RowStatus.OK).sum()),
+                  "errors": int((r.status == RowStatus.ERROR).sum()),
                   "model_split": k.split.source if k.split else None,
-                  **{key: (r.manifest or {}).get(key) for key in ("model", "precision", "run_id", "artifact_sha256",
-                                                                  "images_per_s", "seconds_this_attempt",
-                                                                  "missing_from_archive")}}
+                  **{key: getattr(r.manifest, key, None) for key in ("model", "precision", "run_id",
+                                                                     "artifact_sha256", "images_per_s",
+                                                                     "seconds_this_attempt", "missing_from_archive")}}
                  for r, k in zip(runs, known, strict=True)],
         "scored_images": scored, "evaluated_images": evaluated,
         "mean_auroc": clean(ev.mean_auroc), "mean_auroc_ci": interval(ev.mean),

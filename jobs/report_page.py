@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.report_stages import Evaluation, KnownSplit, ScoredImages, Screening, view_rows
+from storage.results import RowStatus
 from storage.scored_runs import ScoredRun
 from xray.evaluation.screening import FlagAgreement
 from xray.metadata.splits import Split
@@ -49,7 +50,7 @@ def run_names(runs: list[ScoredRun]) -> list[str]:
     names = []
     for r in runs:
         base = r.uri.rstrip("/").rsplit("/", 1)[-1]
-        precision = (r.manifest or {}).get("precision")
+        precision = r.manifest.precision if r.manifest else None
         names.append(f"{base} {precision}" if precision else base)
     if len(names) == 2 and names[0] == names[1]:
         names = [f"{names[0]} (run)", f"{names[1]} (baseline)"]
@@ -221,20 +222,19 @@ def _view(table: pa.Table) -> TableView:
 
 def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages], known: list[KnownSplit],
            ev: Evaluation, agreement: FlagAgreement | None) -> list[tuple[str, str]]:
-    main, m, primary = runs[0], runs[0].manifest or {}, images[0]
-    n_ok = int((main.status == "ok").sum())
-    missing = m.get("missing_from_archive")
+    main, m, primary = runs[0], runs[0].manifest, images[0]
+    n_ok = int((main.status == RowStatus.OK).sum())
+    missing = m.missing_from_archive if m else None
     if main.external:
         model = f"predictions from elsewhere ({len(main.files)} file{'s' if len(main.files) > 1 else ''}, " \
                 f"{len(main.labels)} labels)"
         throughput = "n/a (predictions from elsewhere)"
         listed = "unknown (predictions from elsewhere)"
     else:
-        model = (f"{m.get('model', '?')} ({m.get('precision', '?')}), artifact "
-                 f"{str(m.get('artifact_sha256', '?'))[:12]}, run id {m.get('run_id', '?')}")
-        throughput = (f"{m.get('images_per_s', 0.0):.1f} images/s in the pipeline, {m.get('scored_this_attempt', 0)} "
-                      f"images in {m.get('seconds_this_attempt', 0.0):.1f} s" if main.manifest
-                      else "n/a (not committed)")
+        model = (f"{_known(m and m.model)} ({_known(m and m.precision)}), artifact "
+                 f"{_known(m and m.artifact_sha256)[:12]}, run id {_known(m and m.run_id)}")
+        throughput = (f"{m.images_per_s or 0.0:.1f} images/s in the pipeline, {m.scored_this_attempt or 0} "
+                      f"images in {m.seconds_this_attempt or 0.0:.1f} s" if m else "n/a (not committed)")
         listed = (f"{missing} listed images missing from the archive" if missing is not None
                   else "images missing from the archive unknown (scored without --metadata)")
     fit = Split(cfg.fit_split)
@@ -262,3 +262,8 @@ def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages],
                                             f"{cfg.apply_split} flip between the runs ({agreement.images} images "
                                             "both scored, each run at its own thresholds)"))
     return facts
+
+
+def _known(value: object) -> str:
+    """A manifest value for the page, '?' where the run does not record it."""
+    return "?" if value is None or value == "" else str(value)

@@ -17,7 +17,7 @@ from storage.archives import fetch_images
 from storage.artifacts import open_typed
 from storage.fs import read_json, resolve
 from storage.metadata_files import ArchiveMetadata
-from storage.results import RUN_CLAIM
+from storage.results import RUN_CLAIM, RowStatus
 from storage.scored_runs import ScoredRun, read_heatmaps
 from xray.codec.decode import DecodeError, decode_gray8
 from xray.evaluation.comparison import PairedScores
@@ -70,7 +70,7 @@ def model_split_of(run: ScoredRun, meta: ArchiveMetadata, val_list: frozenset[st
     if run.external:
         return listed or KnownSplit(None, "predictions from elsewhere carry no model artifact that records its "
                                           "patient split")
-    body = run.manifest or read_json(resolve(run.uri, endpoint), RUN_CLAIM) or {}
+    body = run.manifest.to_json() if run.manifest else read_json(resolve(run.uri, endpoint), RUN_CLAIM) or {}
     uri = body.get("artifact_uri") or (body.get("config") or {}).get("model")
     sha = body.get("artifact_sha256")
     if not uri:
@@ -113,7 +113,7 @@ class ScoredImages:
 
 
 def select_scored(run: ScoredRun, meta: ArchiveMetadata, name: str, split: ModelSplit | None) -> ScoredImages:
-    ok = (run.status == "ok") & ~np.isnan(run.probs).any(axis=1)
+    ok = (run.status == RowStatus.OK) & ~np.isnan(run.probs).any(axis=1)
     ids = run.image_id[ok].astype(str)
     first = np.r_[True, ids[1:] != ids[:-1]] if ids.size else np.zeros(0, dtype=bool)  # rows sorted by id
     keep = np.flatnonzero(ok)[first]

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.report_stages import Evaluation, ScoredImages, Screening, view_rows
-from storage.results import error_reason
+from storage.results import RowStatus, error_reason
 from storage.scored_runs import ScoredRun
 from xray.evaluation.intervals import wilson_interval
 from xray.evaluation.screening import FlagAgreement
@@ -99,7 +99,7 @@ def screening_table(images: ScoredImages, sc: Screening) -> pa.Table:
 
 def errors_table(run: ScoredRun) -> pa.Table:
     """Error rows grouped by reason (the text before its first ':', as in the run manifest)."""
-    errors = run.status == "error"
+    errors = run.status == RowStatus.ERROR
     reasons: Counter[str] = Counter()
     example: dict[str, tuple[str, str]] = {}
     for image_id, error in zip(run.image_id[errors], run.error[errors], strict=True):

@@ -27,7 +27,6 @@ from storage.artifacts import open_typed
 from storage.fs import StorageError, check_reachable, exists, resolve
 from storage.metadata_files import default_metadata_uri, load_metadata
 from storage.results import (
-    RESULTS_SCHEMA_VERSION,
     RUN_CLAIM,
     RUN_MANIFEST,
     count_precisions,
@@ -39,6 +38,7 @@ from storage.results import (
 )
 from storage.run_claim import Chunking, RunClaim, new_claim, reconcile
 from storage.run_commit import compact, repair_overlaps, verify_complete
+from storage.run_manifest import RunManifest, read_manifest, write_manifest
 from xray.codec.decode import DEFAULT_MAX_PIXELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
 
@@ -162,11 +162,11 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
     chunking = Chunking(cfg.chunk_size, cfg.chunk_mb)
     claim, new_shards = _claim(cfg, out, artifact.sha256, chunking, shards)
     run_id = claim.run_id
-    committed = read_json(out, RUN_MANIFEST)
+    committed = read_manifest(out)
     if committed is not None and not new_shards:
-        print(f"run {run_id} is already complete at {out.uri}: {committed['rows']} rows "
-              f"({committed['errors']} errors); nothing to do", flush=True)
-        return ScoreSummary(run_id, out.uri, committed["rows"], committed["ok"], committed["errors"], 0,
+        print(f"run {run_id} is already complete at {out.uri}: {committed.rows} rows "
+              f"({committed.errors} errors); nothing to do", flush=True)
+        return ScoreSummary(run_id, out.uri, committed.rows, committed.ok, committed.errors, 0,
                             time.perf_counter() - t0, 0.0, True)
     if committed is not None:
         # New shards arrived after the commit: the run is in progress again until they are committed too.
@@ -206,23 +206,20 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
                            "committed, rerun the same command")
     seconds = time.perf_counter() - t0
     rate = scored_now / stream_seconds if stream_seconds > 0 else 0.0
-    body = {
-        "results_schema_version": RESULTS_SCHEMA_VERSION,
-        "run_id": run_id,
-        "rows": counts.rows, "ok": counts.ok, "errors": counts.errors, "files": counts.files,
-        "error_reasons": counts.top_errors,
-        "missing_from_archive": (len(expected - counts.image_ids) if expected is not None else None),
-        "scored_this_attempt": scored_now, "seconds_this_attempt": seconds,
-        "pipeline_seconds_this_attempt": stream_seconds, "images_per_s": rate,
-        "cost": cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
-        "model": manifest.model, "artifact_uri": artifact.uri, "artifact_sha256": artifact.sha256,
-        **_precision_record(cfg, out), "labels": labels, "shards": [s.name for s in shards],
-        "config": _public_config(cfg), "versions": _versions(ray.__version__),
-    }
-    write_json(out, RUN_MANIFEST, body)
-    missing = ("" if body["missing_from_archive"] is None
-               else f"; {body['missing_from_archive']} listed in the metadata but missing from the archive")
-    spent = body["cost"]
+    committed = RunManifest(
+        run_id=run_id, rows=counts.rows, ok=counts.ok, errors=counts.errors, files=counts.files,
+        error_reasons=counts.top_errors,
+        missing_from_archive=(len(expected - counts.image_ids) if expected is not None else None),
+        scored_this_attempt=scored_now, seconds_this_attempt=seconds,
+        pipeline_seconds_this_attempt=stream_seconds, images_per_s=rate,
+        cost=cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
+        model=manifest.model, artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
+        **_precision_record(cfg, out), labels=tuple(labels), shards=tuple(s.name for s in shards),
+        config=_public_config(cfg), versions=_versions(ray.__version__))
+    write_manifest(out, committed)
+    missing = ("" if committed.missing_from_archive is None
+               else f"; {committed.missing_from_archive} listed in the metadata but missing from the archive")
+    spent = committed.cost
     per_image = ("" if spent["core_ms_per_image"] is None else
                  f", {spent['core_ms_per_image']:.1f} core-ms per image: decode {spent['decode_core_ms_per_image']:.1f}"
                  f" + {spent['positions_per_image']} model run(s) {spent['infer_core_ms_per_image']:.1f}")
@@ -355,7 +352,7 @@ def _precision_record(cfg: ScoreConfig, out) -> dict:
     the precision asked for, and every (precision, cpu_isa) pair with its rows."""
     ran = count_precisions(out)
     return {"precision": "/".join(dict.fromkeys(r["precision"] for r in ran)) or str(cfg.precision),
-            "requested_precision": str(cfg.precision), "ran": ran}
+            "requested_precision": str(cfg.precision), "ran": tuple(ran)}
 
 
 def _public_config(cfg: ScoreConfig) -> dict:

@@ -30,8 +30,10 @@ from storage.results import (
     SHARD,
     SOURCE,
     STATUS,
+    RowStatus,
     results_schema,
     results_table,
+    row_status,
     write_chunk,
 )
 from xray.codec.decode import decode_many
@@ -44,11 +46,11 @@ def decode_chunk(batch: dict[str, np.ndarray], size: int, max_pixels: int) -> di
     dropped. decode_core_ms: this thread's CPU time for the whole chunk (decoding is single-threaded), spread
     evenly over its N rows."""
     started = time.thread_time()
-    pixels, status, error, millis = decode_many(list(batch[DATA]), list(batch[ERROR]), size, max_pixels)
+    pixels, decoded, error, millis = decode_many(list(batch[DATA]), list(batch[ERROR]), size, max_pixels)
     core_ms = (time.thread_time() - started) * 1000.0
     out = {name: batch[name] for name in CARRIED}
-    n = len(status)
-    out.update({"pixels": pixels, STATUS: np.array(status, dtype=object), ERROR: np.array(error, dtype=object),
+    n = len(decoded)
+    out.update({"pixels": pixels, STATUS: row_status(decoded), ERROR: np.array(error, dtype=object),
                 DECODE_MS: millis, DECODE_CORE_MS: np.full(n, core_ms / max(n, 1), dtype=np.float64)})
     return out
 
@@ -77,8 +79,8 @@ def write_chunks(batch: dict[str, np.ndarray], out_uri: str, endpoint: str | Non
         summary["shard"].append(key[0])
         summary["chunk"].append(int(key[1]))
         summary["rows"].append(len(idx))
-        summary["errors"].append(int((batch[STATUS][idx] == "error").sum()))
-        summary["ok"].append(int((batch[STATUS][idx] == "ok").sum()))
+        summary["errors"].append(int((batch[STATUS][idx] == RowStatus.ERROR).sum()))
+        summary["ok"].append(int((batch[STATUS][idx] == RowStatus.OK).sum()))
         for column in ScoringCost.COLUMNS:
             summary[column].append(float(np.sum(batch[column][idx], dtype=np.float64)) if column in batch else 0.0)
     # Return the chunk's freed Arrow buffers to the OS: the writer is a long-lived worker (see iter_chunks).

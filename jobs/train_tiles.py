@@ -38,7 +38,14 @@ from storage.image_sets import DecodedShard, load_shard_images
 from storage.metadata_files import default_metadata_uri, load_metadata
 from xray.evaluation.ensemble import EnsembleEvaluation, evaluate_ensemble
 from xray.metadata.labels import LABELS
-from xray.metadata.manifests import ENSEMBLE_PRECISIONS, EnsembleManifest, PositionRecord, SplitRecord
+from xray.metadata.manifests import (
+    ENSEMBLE_PRECISIONS,
+    EnsembleManifest,
+    IRKind,
+    PositionRecord,
+    SplitRecord,
+    position_ir_path,
+)
 from xray.metadata.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
 from xray.models.precision import Precision
 from xray.models.registry import BACKBONES
@@ -218,18 +225,18 @@ def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
              for name in ("val_fp32", "val_int8", "test_fp32", "test_int8")}
     dimensions = {d.ids[k]: (int(d.dimensions[k, 0]), int(d.dimensions[k, 1])) for d in decoded
                   for k in range(len(d.ids))}
-    evaluation = evaluate_ensemble(grid, {"fp32": stack["val_fp32"], "int8": stack["val_int8"]},
-                                   {"fp32": stack["test_fp32"], "int8": stack["test_int8"]},
+    evaluation = evaluate_ensemble(grid, {IRKind.FP32: stack["val_fp32"], IRKind.INT8: stack["val_int8"]},
+                                   {IRKind.FP32: stack["test_fp32"], IRKind.INT8: stack["test_int8"]},
                                    split.val_labels, labels_for(split.test, meta), split.test, meta.bboxes,
                                    dimensions)
     sha = _save(cfg, grid, results, exports, evaluation, split)
     phases["join"] = time.perf_counter() - t_phase
     summary = TrainTilesSummary(cfg.out, sha, grid.shape, tuple(results), evaluation, False,
                                 time.perf_counter() - t0, phases)
-    best = evaluation.test_mean_auroc["fp32"]
+    best = evaluation.test_mean_auroc[IRKind.FP32]
     print(f"ensemble {cfg.out} (sha256 {sha[:12]}): test mean AUROC "
           + ", ".join(f"{c} {best[c]:.4f}" for c in best)
-          + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc['int8'][cfg.combiner]:.4f}; wall "
+          + f"; INT8 {cfg.combiner} {evaluation.test_mean_auroc[IRKind.INT8][cfg.combiner]:.4f}; wall "
           + ", ".join(f"{name} {s:.1f}s" for name, s in phases.items()), flush=True)
     return summary
 
@@ -341,7 +348,7 @@ def _save(cfg: TrainTilesConfig, grid: TileGrid, results: list[PositionResult], 
         files.update(e.files)
     positions = tuple(PositionRecord(
         position=r.position, origin=grid.origin(r.position),
-        irs={precision: f"positions/p{r.position:03d}/{precision}/model.xml" for precision in ENSEMBLE_PRECISIONS},
+        irs={kind: position_ir_path(r.position, kind) for kind in ENSEMBLE_PRECISIONS},
         history=tuple(r.history), nodes=r.nodes, resumed_from_epoch=r.resumed_from_epoch,
         tiles_per_s=r.tiles_per_s) for r in results)
     manifest = EnsembleManifest(

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from storage.fs import Location, StorageError, check_reachable, list_files, resolve
+from storage.results import row_status
 from storage.scored_runs import ScoredRun, find_run, open_run
 from xray.metadata.labels import LABELS, prob_column
 
@@ -79,7 +80,7 @@ def open_predictions(uri: str, endpoint: str | None = None) -> ScoredRun:
                      dtype=object)
     order = np.lexsort((source, image_id))
     return ScoredRun(uri=loc.uri, manifest=None, labels=labels, image_id=image_id[order], source=source[order],
-                     status=np.where(missing, "error", "ok").astype(object)[order], error=error[order],
+                     status=row_status(~missing)[order], error=error[order],
                      probs=p[order], tile_max=None, heatmap_shape=None, files=tuple(files), endpoint=endpoint,
                      external=True)
 

@@ -16,6 +16,7 @@ A run is read back for a report by storage/scored_runs.py.
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import re
@@ -40,6 +41,18 @@ from xray.metadata.labels import prob_column
 
 # 2: `precision` is what ran (read back from the compiled model), and `cpu_isa` names the CPU class it ran on.
 RESULTS_SCHEMA_VERSION = 2
+
+
+class RowStatus(enum.StrEnum):
+    """A result row's `status`: scored, or an error row whose `error` column says why (one bad image, one row)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+def row_status(ok: np.ndarray) -> np.ndarray:
+    """(N,) bool -> (N,) object array of RowStatus values, the `status` column as written."""
+    return np.where(np.asarray(ok, dtype=bool), RowStatus.OK.value, RowStatus.ERROR.value).astype(object)
 RUN_CLAIM = "_run.json"
 RUN_MANIFEST = "_manifest.json"
 # part-<shard>-<k>[-last].parquet holds chunk k; part-<shard>-<k>_<k2>[-last].parquet chunks k..k2 (compacted at
@@ -266,8 +279,8 @@ def count_results(out: Location, files: Iterable[str] | None = None) -> ResultCo
         status = table.column(STATUS).to_pylist()
         per_file[path] = len(status)
         rows += len(status)
-        ok += status.count("ok")
-        errors += status.count("error")
+        ok += status.count(RowStatus.OK)
+        errors += status.count(RowStatus.ERROR)
         ids.update(table.column(IMAGE_ID).to_pylist())
         sources.update(table.column(SOURCE).to_pylist())
         for reason in table.column(ERROR).to_pylist():

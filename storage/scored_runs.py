@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from storage.fs import Location, StorageError, check_reachable, exists, list_files, read_json, resolve
+from storage.fs import Location, StorageError, check_reachable, exists, list_files, resolve
 from storage.results import (
     ERROR,
     HEATMAP,
@@ -33,6 +33,7 @@ from storage.results import (
     TILE_MAX,
     scan_progress,
 )
+from storage.run_manifest import RunManifest, read_manifest
 
 _BASE_COLUMNS = (IMAGE_ID, SOURCE, STATUS, ERROR)
 
@@ -42,7 +43,7 @@ class ScoredRun:
     """The rows of one run needed for a report, sorted by (image_id, source); N rows, L labels."""
 
     uri: str
-    manifest: dict | None  # None only for an uncommitted run read with allow_partial
+    manifest: RunManifest | None  # None only for an uncommitted run read with allow_partial
     labels: tuple[str, ...]  # from the prob_* columns, in column order
     image_id: np.ndarray  # (N,) object
     source: np.ndarray  # (N,) object
@@ -80,7 +81,7 @@ def find_run(uri: str, endpoint: str | None) -> Location:
 def open_run(uri: str, endpoint: str | None = None, allow_partial: bool = False) -> ScoredRun:
     """Read the report columns of a run. Refuses an uncommitted run (no _manifest.json) unless allow_partial."""
     loc = find_run(uri, endpoint)
-    manifest = read_json(loc, RUN_MANIFEST)
+    manifest = read_manifest(loc)
     if manifest is None and not allow_partial:
         raise ValueError(f"--results {loc.uri}: the run is not committed (no {RUN_MANIFEST}): it is still "
                          "running or was interrupted. Rerun the same `tilescope score` command to finish it, "

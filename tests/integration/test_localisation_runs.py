@@ -122,7 +122,8 @@ def _ensemble_run(root: str, ids: list[str]) -> str:
     os.makedirs(run.path)
     write_chunk(run, "images_001.tar.gz", 0, True, table)
     with open(os.path.join(run.path, RUN_MANIFEST), "w") as f:
-        json.dump({"rows": n, "ok": n, "errors": 0, "artifact_uri": ensemble, "artifact_sha256": sha}, f)
+        json.dump({"run_id": "run", "rows": n, "ok": n, "errors": 0, "artifact_uri": ensemble,
+                   "artifact_sha256": sha}, f)
     return run.path
 
 

@@ -306,11 +306,11 @@ def test_decode_many_keeps_good_members_and_turns_bad_ones_into_error_rows():
     errors: list[str | None] = [None, None, None, None, "unsafe member path '../x.png'", None, None, None]
     errors_before = list(errors)
 
-    pixels, status, reasons, millis = decode_many(data, errors, 16)
+    pixels, decoded, reasons, millis = decode_many(data, errors, 16)
 
     assert pixels.shape == (8, 1, 16, 16)
     assert pixels.dtype == np.uint8
-    assert status == ["ok", "error", "error", "error", "error", "error", "ok", "ok"]
+    assert decoded.tolist() == [True, False, False, False, False, False, True, True]
     assert reasons[0] is None and reasons[6] is None and reasons[7] is None
     assert "empty" in reasons[1]
     assert "not a PNG or JPEG" in reasons[2]
@@ -330,15 +330,15 @@ def test_decode_many_keeps_good_members_and_turns_bad_ones_into_error_rows():
 
 def test_decode_many_respects_max_pixels():
     data = [encode(Image.new("L", (100, 100), 5)), encode(Image.new("L", (10, 10), 5))]
-    _, status, reasons, _ = decode_many(data, [None, None], 8, max_pixels=1_000)
-    assert status == ["error", "ok"]
+    _, decoded, reasons, _ = decode_many(data, [None, None], 8, max_pixels=1_000)
+    assert decoded.tolist() == [False, True]
     assert "above the limit of 1000" in reasons[0]
 
 
 def test_decode_many_empty_chunk():
-    pixels, status, reasons, millis = decode_many([], [], 32)
+    pixels, decoded, reasons, millis = decode_many([], [], 32)
     assert pixels.shape == (0, 1, 32, 32)
-    assert status == [] and reasons == [] and millis.shape == (0,)
+    assert decoded.shape == (0,) and reasons == [] and millis.shape == (0,)
 
 
 # ---- the fast PNG path (xray/codec/png.py, xray/codec/png_unfilter.py) -------------------------------------------

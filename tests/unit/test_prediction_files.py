@@ -62,9 +62,10 @@ def test_a_directory_of_files_is_one_run_and_a_tilescope_run_is_still_a_run(tmp_
     scored.mkdir(parents=True)
     pq.write_table(pa.table({"image_id": ["a.png"], "source": ["s:a.png"], "status": ["ok"], "error": [None],
                              "prob_Mass": pa.array([0.5], pa.float32())}), scored / "part-s-00000-last.parquet")
-    (scored / "_manifest.json").write_text(json.dumps({"run_id": "r"}))
+    (scored / "_manifest.json").write_text(json.dumps({"run_id": "r", "rows": 1, "ok": 1, "errors": 0}))
     run = open_scored(str(tmp_path / "scores"))
-    assert not run.external and run.manifest == {"run_id": "r"} and run.uri.endswith("m-0123456789ab")
+    assert not run.external and (run.manifest.run_id, run.manifest.rows) == ("r", 1)
+    assert run.uri.endswith("m-0123456789ab")
 
 
 def test_bad_prediction_files_are_refused_naming_the_cause(tmp_path):

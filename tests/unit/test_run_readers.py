@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory) -> str:
         write_chunk(out, shard, k, last, results_table(batch, np.arange(n), schema, "dwsep_cnn", "ab" * 32, "int8",
                                                        "run-1"))
     write_json(out, RUN_CLAIM, {"run_id": "run-1"})
-    write_json(out, RUN_MANIFEST, {"run_id": "run-1", "rows": 12})
+    write_json(out, RUN_MANIFEST, {"run_id": "run-1", "rows": 12, "ok": 11, "errors": 1})
     with open(root / ".part-images_003.tar.gz-00000.parquet.tmp-1a2b3c4d", "wb") as f:
         f.write(b"PAR1 half a file")
     return str(root)

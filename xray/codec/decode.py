@@ -197,26 +197,27 @@ def decode_resized(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 def decode_many(
     data: list[bytes | None], errors: list[str | None], size: int, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray, list[str], list[str | None], np.ndarray]:
-    """A chunk of members -> (pixels (N, 1, size, size) uint8, status, error, decode_ms (N,) float32).
+) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray]:
+    """A chunk of members -> (pixels (N, 1, size, size) uint8, decoded (N,) bool, error, decode_ms (N,) float32).
 
-    A member that arrived with an error, or fails to decode, gets status 'error', its reason, and zero
-    pixels; the others get status 'ok'. Nothing raises for one bad image.
+    A member that arrived with an error, or fails to decode, gets decoded False, its reason, and zero pixels
+    (the scoring path turns it into one error row); the others get decoded True. Nothing raises for one bad
+    image.
     """
     n = len(data)
     pixels = np.zeros((n, 1, size, size), dtype=np.uint8)
-    status = ["ok"] * n
+    decoded = np.ones(n, dtype=bool)
     reasons: list[str | None] = list(errors)
     millis = np.zeros(n, dtype=np.float32)
     for i, blob in enumerate(data):
         if reasons[i] is not None or blob is None:
-            status[i] = "error"
+            decoded[i] = False
             reasons[i] = reasons[i] or "no data"
             continue
         t0 = time.perf_counter()
         try:
             pixels[i, 0] = decode_resized(blob, size, max_pixels)
         except DecodeError as exc:
-            status[i], reasons[i] = "error", str(exc)
+            decoded[i], reasons[i] = False, str(exc)
         millis[i] = (time.perf_counter() - t0) * 1000.0
-    return pixels, status, reasons, millis
+    return pixels, decoded, reasons, millis

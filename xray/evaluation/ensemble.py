@@ -20,6 +20,7 @@ import numpy as np
 
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.labels import LABELS
+from xray.metadata.manifests import IRKind
 from xray.metadata.nih import BBox
 from xray.tiles.grid import TileGrid
 from xray.tiles.join import (
@@ -70,20 +71,21 @@ def evaluate_ensemble(
     boxes: Sequence[BBox],
     dimensions: Mapping[str, tuple[int, int]],
 ) -> EnsembleEvaluation:
-    """val/test_probs: {'fp32': (N, T, L), 'int8': (N, T, L)}; dimensions: image id -> stored (width, height)."""
-    stacked = fit_stacked(val_probs["fp32"], val_labels)
+    """val/test_probs: {IRKind.FP32: (N, T, L), IRKind.INT8: (N, T, L)}; dimensions: image id -> stored (width,
+    height)."""
+    stacked = fit_stacked(val_probs[IRKind.FP32], val_labels)
     thresholds = {}
     for c in Combiner:
-        val_joined = combine(val_probs["fp32"], c, stacked)
+        val_joined = combine(val_probs[IRKind.FP32], c, stacked)
         thresholds[c.value] = [None if math.isnan(t) else float(t) for t in youden_thresholds(val_joined, val_labels)]
     test_auroc: dict[str, dict[str, list[float]]] = {}
     for precision, probs in test_probs.items():
         test_auroc[precision] = {c.value: per_label_auroc(test_labels, combine(probs, c, stacked)) for c in Combiner}
     test_mean = {p: {c: mean_auroc(v) for c, v in by_c.items()} for p, by_c in test_auroc.items()}
-    positions = [mean_auroc(per_label_auroc(test_labels, test_probs["fp32"][:, t]))
-                 for t in range(test_probs["fp32"].shape[1])]
+    positions = [mean_auroc(per_label_auroc(test_labels, test_probs[IRKind.FP32][:, t]))
+                 for t in range(test_probs[IRKind.FP32].shape[1])]
     return EnsembleEvaluation(stacked, thresholds, test_auroc, test_mean, positions,
-                              localise(grid, test_probs["fp32"], test_ids, boxes, dimensions))
+                              localise(grid, test_probs[IRKind.FP32], test_ids, boxes, dimensions))
 
 
 def localise(grid: TileGrid, probs: np.ndarray, ids: Sequence[str], boxes: Sequence[BBox],

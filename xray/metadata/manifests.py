@@ -63,6 +63,28 @@ class ModelSpec:
     std: tuple[float, ...] = IMAGENET_STD
 
 
+class IRKind(enum.StrEnum):
+    """The OpenVINO IRs an artifact can hold: the manifest key and the folder each lives in. (Which precision
+    *runs* is actors.openvino_ir.IRPrecision: bf16 runs the fp32 IR.)"""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+
+    def xml(self, prefix: str = "") -> str:
+        """The IR's xml path inside an artifact: `<prefix>/<kind>/model.xml`, or `<kind>/model.xml`."""
+        return f"{prefix}/{self.value}/model.xml" if prefix else f"{self.value}/model.xml"
+
+
+def position_dir(position: int) -> str:
+    """Where a tile position's IRs live inside an ensemble artifact (and in train-tiles' exports)."""
+    return f"positions/p{position:03d}"
+
+
+def position_ir_path(position: int, kind: IRKind) -> str:
+    """A tile position's IR xml inside an ensemble artifact: the one place this path is built."""
+    return kind.xml(position_dir(position))
+
+
 class ArtifactKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"
     MODEL = "model"
@@ -187,7 +209,7 @@ class PositionRecord:
                 "resumed_from_epoch": self.resumed_from_epoch, "tiles_per_s": self.tiles_per_s}
 
 
-ENSEMBLE_PRECISIONS = ("fp32", "int8")
+ENSEMBLE_PRECISIONS = (IRKind.FP32, IRKind.INT8)
 
 
 @dataclass(frozen=True)
