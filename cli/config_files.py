@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cli.flags import flag_fields, warn_old_spelling
+
 RECORD_KEY = "config"
 
 
@@ -56,7 +58,6 @@ def flag_values(parser: argparse.ArgumentParser, values: Mapping[str, Any], alia
                 warn: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
     """The file's values as parser defaults (dest -> value as a flag would give it), checked like flags:
     raises one ValueError naming every unknown key and bad value. Old spellings warn (cli/flags.py)."""
-    from cli.flags import warn_old_spelling
 
     warn = warn or warn_old_spelling
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help",)
@@ -118,7 +119,7 @@ def render(cls: type, cfg: Any, prog: str, docs: Mapping[str, str]) -> str:
     import yaml
 
     lines = [f"# {prog} --config FILE: one key per flag; flags given on the command line win."]
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         value = _plain(getattr(cfg, f.name))
         if docs.get(f.name):
             lines += textwrap.wrap(" ".join(docs[f.name].split()), 108, initial_indent="# ", subsequent_indent="# ")

@@ -45,8 +45,22 @@ COMMON_FLAGS = frozenset({"config", "print_config", "verbose"})
 """Options every job takes besides its config's fields (jobs/submit.py accepts them too)."""
 
 
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """A config's fields in flag order: its own, then the keyword-only ones it inherits (a shared settings base
+    such as xray.models.training.TrainingSettings comes first in dataclasses.fields, but reads better last)."""
+    return sorted(dataclasses.fields(cls), key=lambda f: bool(f.kw_only))
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass, read from its source."""
+    """Attribute docstrings of a dataclass and of the dataclasses it inherits from, read from their source."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
@@ -133,7 +147,7 @@ def parser_for(cls: type, prog: str, description: str, positional: tuple[str, ..
     old_of: dict[str, list[str]] = {}
     for old, new in (aliases or {}).items():
         old_of.setdefault(new, []).append(flag_of(old))
-    for f in dataclasses.fields(cls):
+    for f in flag_fields(cls):
         if f.name in skip:
             continue
         flag = flag_of(f.name)

@@ -31,7 +31,7 @@ from jobs.localisation import heatmap_vs_cam, localisation_line
 from storage.fs import Location, StorageError, check_reachable, read_bytes, resolve, write_bytes_atomic
 from storage.metadata_files import load_metadata
 from xray.evaluation.comparison import PairedScores, delta_lines, verdict
-from xray.models.registry import BACKBONES
+from xray.models.settings import BACKBONE_NAMES
 from xray.synth.detail import FINE_FINDINGS, FindingDetail
 from xray.synth.images import SMALL_FINDINGS
 from xray.tiles.grid import TileGrid
@@ -58,7 +58,7 @@ class DemoConfig:
     evidence in detail a downscale loses: where tiling should help) or coarse (every finding at <= 256 px)."""
     shards: int = 3
     """tar.gz shards of the synthetic archive."""
-    backbone: str = field(default="dwsep_cnn", metadata={"choices": tuple(BACKBONES)})
+    backbone: str = field(default="dwsep_cnn", metadata={"choices": BACKBONE_NAMES})
     """Architecture to train, whole-image and per tile (densenet121 for the CheXNet model; slow on 2 cores)."""
     input_size: int = 128
     """The whole-image model's input in pixels: the --size image downscaled."""

@@ -21,10 +21,10 @@ never reads, prints or stores the token.
 
 from __future__ import annotations
 
-import ast
 import asyncio
+import dataclasses
 import hashlib
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -91,25 +91,26 @@ def submittable_jobs() -> dict[str, str]:
     return {name: target for name, (target, _) in JOBS.items() if ":" not in target and target != __name__}
 
 
+def job_config(module: str) -> tuple[type, dict[str, str]]:
+    """A job's config dataclass and its old flag spellings (FLAG_ALIASES, old name -> field): the definitions its
+    own main() builds its parser from. Job modules import torch, OpenVINO and NNCF only inside run(), so this
+    works on a client without the [train] extra."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"job module {module} cannot be imported here ({exc})") from exc
+    configs = [obj for name, obj in vars(mod).items() if name.endswith("Config") and dataclasses.is_dataclass(obj)
+               and isinstance(obj, type) and obj.__module__ == module]
+    if len(configs) != 1:
+        raise ValueError(f"{module} has {len(configs)} *Config dataclasses; one is needed to read its flags")
+    return configs[0], dict(getattr(mod, "FLAG_ALIASES", {}))
+
+
 def job_fields(module: str) -> frozenset[str]:
-    """Field names of a job's config dataclass, i.e. its flags. Read from the module's source so that submitting
-    a job does not import torch or OpenVINO on the client."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"job module {module} not found under {PROJECT_ROOT}")
-    body = ast.parse(Path(spec.origin).read_text()).body
-    # Besides the fields: the options every job takes (--config, --print-config, --verbose) and the old
-    # spellings a job still accepts (its module-level FLAG_ALIASES, old name -> field; see cli/flags.py).
-    extra = set(COMMON_FLAGS)
-    for node in body:
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-                and any(isinstance(t, ast.Name) and t.id == "FLAG_ALIASES" for t in node.targets)):
-            extra |= set(ast.literal_eval(node.value))
-    for node in body:
-        if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
-            return frozenset(item.target.id for item in node.body
-                             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)) | extra
-    raise ValueError(f"{module} has no *Config dataclass to read its flags from")
+    """What the job accepts as flags: its config's fields, the options every job takes (--config,
+    --print-config, --verbose) and its old spellings."""
+    config, aliases = job_config(module)
+    return frozenset(f.name for f in dataclasses.fields(config)) | COMMON_FLAGS | frozenset(aliases)
 
 
 def flag_value(args: tuple[str, ...], flag: str) -> str | None:

@@ -14,9 +14,9 @@ import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
@@ -29,9 +29,10 @@ from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.labels import LABELS
 from xray.metadata.manifests import CheckpointManifest, SplitRecord
 from xray.metadata.splits import labels_for, split_by_patient
-from xray.models.precision import Precision, choose_math_path
-from xray.models.registry import BACKBONES, ModelSpec, build_model, load_state
-from xray.models.training import EpochResult, fit, predict_probs
+from xray.models.settings import BACKBONE_NAMES, TrainingSettings
+
+if TYPE_CHECKING:
+    from xray.models.training import EpochResult
 
 FLAG_ALIASES = {"model": "backbone", "precision": "train_precision"}
 """Old flag spellings (old name -> field), accepted with a warning for one release: --model now names only an
@@ -39,30 +40,18 @@ artifact (score), and --precision only which IR runs (score)."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(TrainingSettings):
     archive: str
     """Archive URI: directory or s3:// prefix of tar.gz shards or PNGs."""
     out: str
     """Checkpoint artifact URI to create (local path or s3://); must not exist yet."""
     metadata: str | None = None
     """Data_Entry_2017.csv URI; default: beside the shards. Split lists are read from beside it."""
-    backbone: str = field(default="densenet121", metadata={"choices": tuple(BACKBONES)})
+    backbone: str = field(default="densenet121", metadata={"choices": BACKBONE_NAMES})
     """Architecture from the registry: densenet121 (CheXNet), resnet18, mobilenet_v3_small, dwsep_cnn, or vgg16
     (VGG-16)."""
     input_size: int = 224
     """Square model input in pixels."""
-    epochs: int = 5
-    """Training epochs."""
-    batch_size: int = 32
-    """Images per optimiser step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    val_fraction: float = 0.15
-    """Share of train_val patients held out for validation."""
-    seed: int = 0
-    """Seed for the patient split, shuffling and initialisation."""
-    train_precision: Precision = Precision.AUTO
-    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32."""
     threads: int = 0
     """torch threads; 0 = all cores of this process."""
     init_weights: str | None = None
@@ -88,22 +77,22 @@ class TrainSummary:
 
 
 def validate(cfg: TrainConfig) -> None:
-    problems = []
-    if cfg.backbone not in BACKBONES:
-        problems.append(f"--backbone {cfg.backbone!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
+    problems = cfg.training_problems(cfg.backbone)
     if cfg.input_size < 32:
         problems.append(f"--input-size {cfg.input_size} is below 32 pixels")
-    if cfg.epochs < 1:
-        problems.append("--epochs must be at least 1")
-    if cfg.batch_size < 2:
-        problems.append("--batch-size must be at least 2 (BatchNorm)")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        problems.append("--val-fraction must be in (0, 1)")
     problems += coerce_choices(cfg)
     require_valid(problems)
 
 
 def run(cfg: TrainConfig) -> TrainSummary:
+    # torch and the model code load here, after parsing: --help, flag errors and submit's check of these flags
+    # need neither (nor the [train] extra).
+    import torch
+
+    from xray.models.precision import choose_math_path
+    from xray.models.registry import ModelSpec, build_model, load_state
+    from xray.models.training import fit, predict_probs
+
     validate(cfg)
     t0 = time.perf_counter()
     require_new(cfg.out, cfg.s3_endpoint, "a checkpoint")

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from actors.openvino_ir import QuantizationPreset
-from actors.tile_trainer import EpochReport, PositionExport, PositionPlan, PositionResult, TileTrainer
 from cli import console
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import connect_ray, job_main
@@ -47,11 +47,13 @@ from xray.metadata.manifests import (
     position_ir_path,
 )
 from xray.metadata.splits import LabelledSplit, labelled_split, labels_for, split_by_patient
-from xray.models.precision import Precision
-from xray.models.registry import BACKBONES
+from xray.models.settings import BACKBONE_NAMES, TrainingSettings
 from xray.tiles.grid import TileGrid
 from xray.tiles.join import Combiner
 from xray.tiles.schedule import PositionSchedule, Step
+
+if TYPE_CHECKING:  # the trainer actor's module imports torch: loaded where positions are trained
+    from actors.tile_trainer import EpochReport, PositionExport, PositionResult
 
 FLAG_ALIASES = {"precision": "train_precision"}
 """Old flag spellings (old name -> field), accepted with a warning for one release: --precision now names only
@@ -59,7 +61,7 @@ which IR score runs."""
 
 
 @dataclass(frozen=True)
-class TrainTilesConfig:
+class TrainTilesConfig(TrainingSettings):
     archive: str
     """Archive URI: directory or s3:// prefix of tar.gz shards or PNGs."""
     out: str
@@ -72,31 +74,18 @@ class TrainTilesConfig:
     """Tile side in pixels: each position model's input size."""
     stride: int = 256
     """Step between tiles (smaller than --tile-size for overlap); the last row/column is zero-padded."""
-    backbone: str = field(default="resnet18", metadata={"choices": tuple(BACKBONES)})
+    backbone: str = field(default="resnet18", metadata={"choices": BACKBONE_NAMES})
     """Architecture of every position model: densenet121, resnet18, mobilenet_v3_small, dwsep_cnn, vgg16."""
-    epochs: int = 5
-    """Training epochs per position."""
-    batch_size: int = 32
-    """Tiles per optimiser step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
     actor_cpus: float = 1.0
     """CPUs Ray reserves per trainer actor; torch threads = max(1, floor(this))."""
     actors: int = 0
     """Trainer actors; 0: as many as the cluster's CPUs hold at --actor-cpus each (at most one per position)."""
-    val_fraction: float = 0.15
-    """Share of train_val patients held out for validation (combiner, thresholds)."""
     combiner: Combiner = Combiner.STACKED
     """Default join for scoring: mean, max or stacked (fit on validation)."""
     calibration_size: int = 300
     """Training tiles per position in the seeded NNCF calibration subset."""
     preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
     """NNCF preset: performance or mixed."""
-    train_precision: Precision = Precision.AUTO
-    """Training math: auto (bf16 autocast on AMX CPUs, else fp32), bf16 or fp32. (The ensemble's IR is chosen
-    when scoring: score --precision.)"""
-    seed: int = 0
-    """Seed for the split, initialisation, shuffling and calibration."""
     work: str | None = None
     """Where per-position checkpoints live; default <out>.work (kept after success for audit)."""
     s3_endpoint: str | None = None
@@ -126,18 +115,11 @@ def validate(cfg: TrainTilesConfig) -> TileGrid:
         problems.append(f"--image-size/--tile-size/--stride: {exc}")
     if cfg.tile_size < 32:
         problems.append(f"--tile-size {cfg.tile_size} is below 32 pixels")
-    if cfg.backbone not in BACKBONES:
-        problems.append(f"--backbone {cfg.backbone!r} is unknown; choose one of: {', '.join(sorted(BACKBONES))}")
-    if cfg.epochs < 1:
-        problems.append("--epochs must be at least 1")
-    if cfg.batch_size < 2:
-        problems.append("--batch-size must be at least 2 (BatchNorm)")
+    problems += cfg.training_problems(cfg.backbone)
     if cfg.actor_cpus <= 0:
         problems.append("--actor-cpus must be positive")
     if cfg.actors < 0:
         problems.append("--actors must be 0 (one per CPU slot) or positive")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        problems.append("--val-fraction must be in (0, 1)")
     problems += coerce_choices(cfg)
     if cfg.calibration_size < 1:
         problems.append("--calibration-size must be at least 1")
@@ -254,6 +236,8 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
     import ray
     from ray.exceptions import RayActorError
 
+    from actors.tile_trainer import PositionPlan, TileTrainer
+
     n_trainers = trainer_count(cfg, grid.n_positions, train_cpus(ray.nodes(), ray.cluster_resources().get("CPU", 1.0)))
     # SPREAD puts the trainers on as many nodes as possible. A trainer that dies (or whose node is lost) is
     # restarted anywhere with free CPUs (max_restarts=-1); its in-flight unit is not retried on it
@@ -329,6 +313,8 @@ def _train_positions(cfg: TrainTilesConfig, grid: TileGrid, split_ref, shard_ref
 
 
 def _position_result(export: PositionExport, reports: list[EpochReport]) -> PositionResult:
+    from actors.tile_trainer import PositionResult
+
     trained = [r for r in reports if r.trained is not None]
     nodes = tuple(dict.fromkeys(r.node_id for r in trained))
     resumed = reports[0].epochs_before if reports else len(export.history)

@@ -292,3 +292,16 @@ def test_submit_parser_mirrors_the_config():
     parser = submit.parser_for(SubmitConfig, "tilescope submit", "", positional=("job",), skip=("job_args",))
     dests = {action.dest for action in parser._actions} - {"help"}
     assert dests == {f.name for f in dataclasses.fields(SubmitConfig)} - {"job_args"}
+
+
+def test_job_configs_load_without_the_training_stack():
+    # submit reads a job's flags from its config class (the definitions its main() parses with), so the job
+    # modules must import without torch, torchvision or nncf: a client with the base install submits training
+    import subprocess
+    import sys
+
+    code = ("import sys, jobs.train, jobs.train_tiles, jobs.quantize, jobs.demo, jobs.import_model; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'nncf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+    assert {"backbone", "epochs", "train_precision", "precision", "model"} <= submit.job_fields("jobs.train")

@@ -9,8 +9,6 @@ import enum
 import importlib
 from dataclasses import dataclass
 
-import torch
-
 from xray.models.cpu_isa import cpu_flags
 
 
@@ -29,6 +27,8 @@ def ipex_version() -> str | None:
 
     IPEX was archived after 2.8 and pins its torch release, so on our pinned torch it is normally absent.
     """
+    import torch
+
     try:
         ipex = importlib.import_module("intel_extension_for_pytorch")
     except Exception:  # noqa: BLE001 - any import failure means "not usable", which is the answer

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from xray.metadata.manifests import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from xray.models.settings import BACKBONE_NAMES
 from xray.models.weights import WeightsError, fit_problems, normalise_state
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelSpec"]  # re-exported: older imports name them here
@@ -136,6 +137,8 @@ BACKBONES: dict[str, Callable[[int], tuple[nn.Module, str | None]]] = {
     "dwsep_cnn": _dwsep_cnn,
     "vgg16": _vgg16,
 }
+if tuple(BACKBONES) != BACKBONE_NAMES:  # the torch-free list configs offer as choices (xray/models/settings.py)
+    raise RuntimeError(f"xray/models/settings.py BACKBONE_NAMES {BACKBONE_NAMES} != registry {tuple(BACKBONES)}")
 # Each backbone's last Linear layer (its state-dict name): one output row per label.
 HEADS = {"densenet121": "classifier", "resnet18": "fc", "mobilenet_v3_small": "classifier.3", "dwsep_cnn": "9",
          "vgg16": "classifier.6"}
