@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import reprlib
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,6 +27,30 @@ from typing import Any
 from cli.flags import flag_fields, warn_old_spelling
 
 RECORD_KEY = "config"
+QUOTE_LIMIT = 200
+"""The most characters of a user's input an error message quotes."""
+_QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 3, QUOTE_LIMIT, QUOTE_LIMIT, 40
+_QUOTE.maxtuple = _QUOTE.maxlist = _QUOTE.maxdict = _QUOTE.maxset = 6
+
+
+def quoted(value: Any) -> str:
+    """`value` as an error message quotes it: a repr that never walks more than a few levels and items of a
+    nested value (YAML aliases can make a small file a huge structure), cut to QUOTE_LIMIT characters."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
+
+
+def _refuse_aliases(data: bytes) -> None:
+    """A flag file needs no YAML anchors or aliases, and aliases of aliases expand exponentially: refuse them
+    before anything builds the value."""
+    import yaml
+
+    for token in yaml.scan(data, Loader=yaml.SafeLoader):
+        if isinstance(token, (yaml.AliasToken, yaml.AnchorToken)):
+            kind = "alias" if isinstance(token, yaml.AliasToken) else "anchor"
+            raise ValueError(f"YAML {kind}s ({'*' if kind == 'alias' else '&'}{quoted(token.value)[1:-1]}) are not "
+                             "supported in a config file; write each value out")
 
 
 def read(uri: str, endpoint: str | None, fields: Iterable[str]) -> tuple[dict[str, Any], bool]:
@@ -42,9 +67,10 @@ def read(uri: str, endpoint: str | None, fields: Iterable[str]) -> tuple[dict[st
     except OSError as exc:
         raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
     try:
+        _refuse_aliases(data)
         body = yaml.safe_load(data)
     except yaml.YAMLError as exc:
-        raise ValueError(f"not YAML or JSON: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"not YAML or JSON: {' '.join(str(exc).split())[:QUOTE_LIMIT]}") from None
     if body is None:
         return {}, False
     if not isinstance(body, dict):
@@ -67,18 +93,18 @@ def flag_values(parser: argparse.ArgumentParser, values: Mapping[str, Any], alia
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name in aliases:
-            warn(parser.prog, f"key {key!r}", f"{aliases[name].replace('_', '-')!r}")
+            warn(parser.prog, f"key {quoted(key)}", f"{aliases[name].replace('_', '-')!r}")
             name = aliases[name]
         action = actions.get(name)
         if action is None or name in ("config", "print_config", "verbose"):
-            problems.append(f"{key!r} is not a flag of {parser.prog}")
+            problems.append(f"{quoted(key)} is not a flag of {parser.prog}")
             continue
         if value is None:
             continue  # null: not given (a --print-config template's required keys)
         try:
             defaults[name] = _as_flag_value(action, value)
         except ValueError as exc:
-            problems.append(f"{key}: {exc}")
+            problems.append(f"{quoted(key)[1:-1] if isinstance(key, str) else quoted(key)}: {exc}")
     if problems:
         raise ValueError("; ".join(problems))
     return defaults
@@ -87,7 +113,7 @@ def flag_values(parser: argparse.ArgumentParser, values: Mapping[str, Any], alia
 def _as_flag_value(action: argparse.Action, value: Any) -> Any:
     if isinstance(action, argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {quoted(value)}")
         return value
     if action.nargs == "*":
         items = value if isinstance(value, list) else [value]
@@ -97,20 +123,20 @@ def _as_flag_value(action: argparse.Action, value: Any) -> Any:
 
 def _scalar(action: argparse.Action, value: Any) -> Any:
     if isinstance(value, (list, dict)):
-        raise ValueError(f"expected one value, got {value!r}")
+        raise ValueError(f"expected one value, got {quoted(value)}")
     conv = action.type if callable(action.type) else str
     if conv in (int, float) and isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {quoted(value)}")
     if conv is int and isinstance(value, float):
         if not value.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {quoted(value)}")
         value = int(value)
     try:
         out = conv(value) if conv is not str else str(value)
     except (TypeError, ValueError):
-        raise ValueError(f"invalid {getattr(conv, '__name__', 'value')} value {value!r}") from None
+        raise ValueError(f"invalid {getattr(conv, '__name__', 'value')} value {quoted(value)}") from None
     if action.choices is not None and out not in action.choices:
-        raise ValueError(f"{out!r} is not one of {', '.join(map(str, action.choices))}")
+        raise ValueError(f"{quoted(out)} is not one of {', '.join(map(str, action.choices))}")
     return out
 
 

@@ -190,6 +190,8 @@ def _delete(loc: Location) -> None:
 
 
 def run(cfg: DemoConfig) -> score.ScoreSummary:
+    import torch  # noqa: F401  (the [train] extra: missing, the demo fails here in one line, before any work)
+
     stages = validate(cfg)
     root = claim_workdir(cfg)
     s = stages

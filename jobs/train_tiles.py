@@ -160,6 +160,7 @@ def claim_work(cfg: TrainTilesConfig) -> None:
 
 def run(cfg: TrainTilesConfig) -> TrainTilesSummary:
     import ray
+    import torch  # noqa: F401  (the [train] extra: missing, the job fails here in one line, before any work)
 
     grid = validate(cfg)
     t0 = time.perf_counter()

@@ -7,13 +7,15 @@ chunking. A rerun resumes only what the claim says it may:
 - a shard changed or removed since: refused, naming it (its rows would no longer match its bytes);
 - a different --chunk-size / --chunk-mb: refused, naming the flag (chunk k would hold other members, so
   written chunks would be lost or duplicated);
-- a different archive or artifact: refused (that is another run: another --out).
+- a different archive or artifact: refused (that is another run: another --out);
+- a different setting that changes rows (--precision, --max-pixels, as the claim's config recorded them):
+  refused naming both values (int8 and fp32 rows of one model must not mix in one run).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from storage.archives import Shard
@@ -77,9 +79,14 @@ class Reconciled:
     """Shards the claim did not know: scored this time."""
 
 
+ROW_SETTINGS = {"precision": "--precision", "max_pixels": "--max-pixels"}
+"""Config fields that change what a row holds: a resume must keep them (claim field -> flag)."""
+
+
 def reconcile(claim: RunClaim, run_id: str, archive: str, artifact_sha256: str, chunking: Chunking,
-              shards: Sequence[Shard], where: str) -> Reconciled:
-    """Check a rerun against its claim; raises ValueError naming the flag or the shards that prevent a resume."""
+              shards: Sequence[Shard], where: str, settings: Mapping[str, object] | None = None) -> Reconciled:
+    """Check a rerun against its claim; raises ValueError naming the flag or the shards that prevent a resume.
+    `settings` holds this run's values of ROW_SETTINGS (a claim that did not record one is not checked for it)."""
     if claim.run_id != run_id:
         raise ValueError(f"--run-id {run_id}: {where} already holds run {claim.run_id}; pass --run-id "
                          f"{claim.run_id} to resume it, or choose another --out")
@@ -95,6 +102,12 @@ def reconcile(claim: RunClaim, run_id: str, archive: str, artifact_sha256: str, 
             raise ValueError(f"{flag} {now}: run {claim.run_id} in {where} was started with {flag} {then}; chunks "
                              f"already written would be mixed with differently cut ones. Rerun with {flag} {then}, "
                              "or score into a new --out")
+    for key, now in (settings or {}).items():
+        then = claim.config.get(key)
+        if then is not None and str(then) != str(now):
+            flag = ROW_SETTINGS[key]
+            raise ValueError(f"{flag} {now}: run {claim.run_id} in {where} was started with {flag} {then}; its rows "
+                             f"would mix the two. Rerun with {flag} {then}, or score into a new --out")
     current = {s.name: s.fingerprint for s in shards}
     removed = sorted(set(claim.shards) - set(current))
     changed = sorted(n for n in set(claim.shards) & set(current) if claim.shards[n] != current[n])

@@ -18,20 +18,27 @@ the chunk files a compacted file already holds (it was written from them).
 
 from __future__ import annotations
 
+import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from storage.fs import Location, StorageError, write_bytes_atomic
+from storage.fs import Location, StorageError, list_files, write_bytes_atomic
 from storage.results import (
     ChunkFile,
     Progress,
     ResultCounts,
     chunk_file_name,
+    count_results,
     parquet_bytes,
     read_result_file,
+    scan_progress,
 )
+from storage.run_lease import Holder
+from storage.run_manifest import RunManifest, write_manifest
 
 COMPACT_TARGET_BYTES = 64 * 2**20
 
@@ -125,3 +132,52 @@ def compact(out: Location, progress: Progress, target_bytes: int = COMPACT_TARGE
             if f.path not in keep:
                 out.fs.delete_file(f.path)
     return written
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")
+
+
+def remove_leftovers(out: Location) -> int:
+    """Delete temporary files (`.<name>.tmp-<hex>`, storage/fs.py write_bytes_atomic) that a killed writer or a
+    full disk left in the run directory; returns how many. Called only by the lease holder (storage/run_lease.py),
+    so no writer of this run is still writing one."""
+    doomed = [path for path in list_files(out, recursive=False) if _TEMPORARY.match(posixpath.basename(path))]
+    for path in doomed:
+        out.fs.delete_file(path)
+    return len(doomed)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A committed run checked again: its manifest (rewritten when a repair changed the counts) and what was said."""
+
+    manifest: RunManifest
+    message: str
+
+
+def verify_committed(out: Location, committed: RunManifest, shards: Sequence[str], holder: Holder) -> Verified | None:
+    """A rerun of a committed run: remove chunk files a compacted file already holds (a crash, or a run that raced
+    this one before leases) and temporary leftovers, recount from storage and rewrite the manifest if anything
+    changed. None when rows of a shard are missing: the caller scores them again. Duplicated sources that no
+    repair explains raise StorageError naming them."""
+    progress = scan_progress(out)
+    if any(name not in progress.complete for name in shards):
+        return None
+    overlaps = repair_overlaps(out, progress)
+    leftovers = remove_leftovers(out)
+    counts = count_results(out)
+    if counts.duplicate_sources:
+        raise StorageError(f"{out.uri}: committed, but sources have more than one row "
+                           f"({', '.join(counts.duplicate_sources[:5])}); delete the run directory and score again")
+    same = (counts.rows, counts.ok, counts.errors, counts.files) == (committed.rows, committed.ok, committed.errors,
+                                                                    committed.files)
+    if not (overlaps or leftovers) and same:
+        return Verified(committed, f"run {committed.run_id} is already complete at {out.uri}: {committed.rows} rows "
+                                   f"({committed.errors} errors), verified on storage; nothing to do")
+    repaired = replace(committed, rows=counts.rows, ok=counts.ok, errors=counts.errors, files=counts.files,
+                       error_reasons=counts.top_errors)
+    holder.verify("rewriting the manifest")
+    write_manifest(out, repaired)
+    return Verified(repaired, f"run {committed.run_id} at {out.uri} repaired: {overlaps} chunk files a compacted file "
+                              f"already held and {leftovers} temporary files removed; {counts.rows} rows "
+                              f"({committed.rows} before), each source once")

@@ -92,30 +92,37 @@ def test_tilescope_version_prints_the_version_and_the_checkouts_commit():
     assert match.group(1) == git(Path(REPO), "rev-parse", "HEAD")
 
 
-def test_a_job_whose_extra_is_missing_fails_in_one_line_that_names_it():
+def test_a_job_whose_extra_is_missing_fails_in_one_line_that_names_it(tmp_path):
     # torch, torchvision and nncf made unimportable, as in a venv without [train].
     code = """
 import contextlib, io, sys
 for name in ("torch", "torchvision", "nncf"):
     sys.modules[name] = None
 from jobs.__main__ import main
-for job in ("train", "train-tiles", "demo", "score", "report", "synth", "submit"):
+work = sys.argv[1]
+runs = {job: [job, "--help"] for job in ("train", "train-tiles", "demo", "score", "report", "synth", "submit")}
+runs.update({"run train": ["train", "--archive", work + "/a", "--out", work + "/ckpt"],
+             "run train-tiles": ["train-tiles", "--archive", work + "/a", "--out", work + "/ens"],
+             "run demo": ["demo", "--workdir", work + "/demo"]})
+for name, argv in runs.items():
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
-            code = main([job, "--help"])
+            code = main(argv)
         except SystemExit as exit_:
             code = exit_.code
-    print(repr((job, code, err.getvalue(), "usage:" in out.getvalue())))
+    print(repr((name, code, err.getvalue(), "usage:" in out.getvalue())))
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            check=True)
     outcomes = {row[0]: row[1:] for row in map(eval, result.stdout.splitlines())}
-    for job in ("train", "train-tiles", "demo"):  # they import torch at the top: even --help needs it
-        code, err, usage = outcomes[job]
+    for job in ("train", "train-tiles", "demo"):  # torch loads inside run(): --help works, running fails at once
+        code, err, usage = outcomes[f"run {job}"]
         assert code == 2 and not usage, (job, err)
         assert err.count("\n") == 1 and err.startswith(f"tilescope {job}: needs the [train] extra"), err
         assert "pip install 'tilescope[train]'" in err
-    for job in ("score", "report", "synth", "submit"):  # the base install's jobs: their --help works
+    assert list(tmp_path.iterdir()) == []  # nothing was written before the missing extra was found
+    for job in ("train", "train-tiles", "demo", "score", "report", "synth", "submit"):  # every --help works
         assert outcomes[job] == (0, "", True), (job, outcomes[job])
 
 
