@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from actors.openvino_ir import IRPrecision
@@ -37,7 +38,8 @@ from storage.results import (
     write_json,
 )
 from storage.run_claim import Chunking, RunClaim, new_claim, reconcile
-from storage.run_commit import compact, repair_overlaps, verify_complete
+from storage.run_commit import compact, remove_leftovers, repair_overlaps, verify_committed, verify_complete
+from storage.run_lease import holding
 from storage.run_manifest import RunManifest, read_manifest, write_manifest
 from xray.codec.decode import DEFAULT_MAX_PIXELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
@@ -160,74 +162,86 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         expected = {e.image_index for e in load_metadata(cfg.metadata, cfg.s3_endpoint).entries}
     out = out_root.join(model_dir_name(manifest.model, artifact.sha256))
     chunking = Chunking(cfg.chunk_size, cfg.chunk_mb)
-    claim, new_shards = _claim(cfg, out, artifact.sha256, chunking, shards)
-    run_id = claim.run_id
-    committed = read_manifest(out)
-    if committed is not None and not new_shards:
-        print(f"run {run_id} is already complete at {out.uri}: {committed.rows} rows "
-              f"({committed.errors} errors); nothing to do", flush=True)
-        return ScoreSummary(run_id, out.uri, committed.rows, committed.ok, committed.errors, 0,
-                            time.perf_counter() - t0, 0.0, True)
-    if committed is not None:
-        # New shards arrived after the commit: the run is in progress again until they are committed too.
-        out.fs.delete_file(out.join(RUN_MANIFEST).path)
-        print(f"run {run_id}: {len(new_shards)} new shards since the commit: {', '.join(new_shards[:5])}", flush=True)
-    write_json(out, RUN_CLAIM, claim.to_json())
-    progress = scan_progress(out)
-    repair_overlaps(out, progress)
-    progress = scan_progress(out)
-    todo = [s for s in shards if s.name not in progress.complete]
-    print(f"run {run_id}: {len(shards)} shards ({len(shards) - len(todo)} already complete), "
-          f"model {manifest.model} {cfg.precision} sha256 {artifact.sha256[:12]}, out {out.uri}",
-          flush=True)
+    # One writer at a time (storage/run_lease.py): a second run into this --out stops here, naming the holder.
+    with holding(out, cfg.run_id or default_run_id(cfg.archive, artifact.sha256)) as holder:
+        claim, new_shards = _claim(cfg, out, artifact.sha256, chunking, shards)
+        run_id = claim.run_id
+        committed = read_manifest(out)
+        if committed is not None and not new_shards:
+            # A committed run is verified, never trusted: leftovers of a crashed or racing writer are removed and the
+            # manifest rewritten; rows lost since the commit are scored again below.
+            verified = verify_committed(out, committed, [s.name for s in shards], holder)
+            if verified is not None:
+                print(verified.message, flush=True)
+                return ScoreSummary(run_id, out.uri, verified.manifest.rows, verified.manifest.ok,
+                                    verified.manifest.errors, 0, time.perf_counter() - t0, 0.0, True)
+        if committed is not None:
+            # New shards arrived after the commit, or rows were lost since: in progress again until committed.
+            out.fs.delete_file(out.join(RUN_MANIFEST).path)
+            lost = sorted(set(committed.shards) - set(scan_progress(out).complete))
+            print(f"run {run_id}: " + (f"{len(new_shards)} new shards since the commit: {', '.join(new_shards[:5])}"
+                  if new_shards else f"rows of {len(lost)} shards lost since the commit: {', '.join(lost[:5])}"),
+                  flush=True)
+        write_json(out, RUN_CLAIM, claim.to_json())
+        progress = scan_progress(out)
+        repair_overlaps(out, progress)
+        progress = scan_progress(out)
+        todo = [s for s in shards if s.name not in progress.complete]
+        print(f"run {run_id}: {len(shards)} shards ({len(shards) - len(todo)} already complete), "
+              f"model {manifest.model} {cfg.precision} sha256 {artifact.sha256[:12]}, out {out.uri}",
+              flush=True)
 
-    # Stream.
-    written: dict[tuple[str, int], int] = {}
-    cost = ScoringCost()
-    stream_seconds = 0.0
-    actors = 0
-    if todo:
-        connect_ray()
-        actors = pool_size(cfg)
-        t_stream = time.perf_counter()
-        written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels, cost,
-                          expected_total=len(expected) if expected else None)
-        stream_seconds = time.perf_counter() - t_stream
-    scored_now = sum(written.values())
+        # Stream.
+        written: dict[tuple[str, int], int] = {}
+        cost = ScoringCost()
+        stream_seconds = 0.0
+        actors = 0
+        if todo:
+            connect_ray()
+            actors = pool_size(cfg)
+            t_stream = time.perf_counter()
+            written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels, cost,
+                              expected_total=len(expected) if expected else None, heartbeat=holder.heartbeat)
+            stream_seconds = time.perf_counter() - t_stream
+        scored_now = sum(written.values())
 
-    # Verify, compact, count from storage, commit (the manifest last).
-    progress = scan_progress(out)
-    before = count_results(out, progress.files)
-    verify_complete(out, progress, [s.name for s in shards], written, before)
-    compact(out, progress)
-    counts = count_results(out)
-    if counts.duplicate_sources or counts.rows != before.rows:
-        raise StorageError(f"{out.uri}: {before.rows} rows before compaction, {counts.rows} after; nothing was "
-                           "committed, rerun the same command")
-    seconds = time.perf_counter() - t0
-    rate = scored_now / stream_seconds if stream_seconds > 0 else 0.0
-    committed = RunManifest(
-        run_id=run_id, rows=counts.rows, ok=counts.ok, errors=counts.errors, files=counts.files,
-        error_reasons=counts.top_errors,
-        missing_from_archive=(len(expected - counts.image_ids) if expected is not None else None),
-        scored_this_attempt=scored_now, seconds_this_attempt=seconds,
-        pipeline_seconds_this_attempt=stream_seconds, images_per_s=rate,
-        cost=cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
-        model=manifest.model, artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
-        **_precision_record(cfg, out), labels=tuple(labels), shards=tuple(s.name for s in shards),
-        config=_public_config(cfg), versions=_versions(ray.__version__))
-    write_manifest(out, committed)
-    missing = ("" if committed.missing_from_archive is None
-               else f"; {committed.missing_from_archive} listed in the metadata but missing from the archive")
-    spent = committed.cost
-    per_image = ("" if spent["core_ms_per_image"] is None else
-                 f", {spent['core_ms_per_image']:.1f} core-ms per image: decode {spent['decode_core_ms_per_image']:.1f}"
-                 f" + {spent['positions_per_image']} model run(s) {spent['infer_core_ms_per_image']:.1f}")
-    print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors in {counts.files} "
-          f"files{missing}; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s{per_image}) "
-          f"-> {out.uri}", flush=True)
-    return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False,
-                        stream_seconds)
+        # Verify, compact, count from storage, commit (the manifest last).
+        progress = scan_progress(out)
+        before = count_results(out, progress.files)
+        verify_complete(out, progress, [s.name for s in shards], written, before)
+        holder.verify("compaction")
+        compact(out, progress)
+        remove_leftovers(out)
+        counts = count_results(out)
+        if counts.duplicate_sources or counts.rows != before.rows:
+            raise StorageError(f"{out.uri}: {before.rows} rows before compaction, {counts.rows} after; nothing was "
+                               "committed, rerun the same command")
+        seconds = time.perf_counter() - t0
+        rate = scored_now / stream_seconds if stream_seconds > 0 else 0.0
+        committed = RunManifest(
+            run_id=run_id, rows=counts.rows, ok=counts.ok, errors=counts.errors, files=counts.files,
+            error_reasons=counts.top_errors,
+            missing_from_archive=(len(expected - counts.image_ids) if expected is not None else None),
+            scored_this_attempt=scored_now, seconds_this_attempt=seconds,
+            pipeline_seconds_this_attempt=stream_seconds, images_per_s=rate,
+            cost=cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
+            model=manifest.model, artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
+            **_precision_record(cfg, out), labels=tuple(labels), shards=tuple(s.name for s in shards),
+            config=_public_config(cfg), versions=_versions(ray.__version__))
+        holder.verify("writing the manifest")
+        write_manifest(out, committed)
+        missing = ("" if committed.missing_from_archive is None
+                   else f"; {committed.missing_from_archive} listed in the metadata but missing from the archive")
+        spent = committed.cost
+        per_image = ("" if spent["core_ms_per_image"] is None else
+                     f", {spent['core_ms_per_image']:.1f} core-ms per image: decode "
+                     f"{spent['decode_core_ms_per_image']:.1f}"
+                     f" + {spent['positions_per_image']} model run(s) {spent['infer_core_ms_per_image']:.1f}")
+        print(f"run {run_id} complete: {counts.rows} rows, {counts.ok} ok, {counts.errors} errors in {counts.files} "
+              f"files{missing}; {scored_now} scored now in {seconds:.1f}s (pipeline {rate:.1f} images/s{per_image}) "
+              f"-> {out.uri}", flush=True)
+        return ScoreSummary(run_id, out.uri, counts.rows, counts.ok, counts.errors, scored_now, seconds, rate, False,
+                            stream_seconds)
 
 
 def _claim(cfg: ScoreConfig, out, artifact_sha: str, chunking: Chunking, shards) -> tuple[RunClaim, tuple[str, ...]]:
@@ -237,7 +251,8 @@ def _claim(cfg: ScoreConfig, out, artifact_sha: str, chunking: Chunking, shards)
         run_id = cfg.run_id or default_run_id(cfg.archive, artifact_sha)
         return new_claim(run_id, cfg.archive, artifact_sha, chunking, shards, _public_config(cfg)), ()
     old = RunClaim.from_json(recorded, f"{out.uri}/{RUN_CLAIM}")
-    checked = reconcile(old, cfg.run_id or old.run_id, cfg.archive, artifact_sha, chunking, shards, out.uri)
+    checked = reconcile(old, cfg.run_id or old.run_id, cfg.archive, artifact_sha, chunking, shards, out.uri,
+                        {"precision": cfg.precision, "max_pixels": cfg.max_pixels})
     return checked.claim, checked.new_shards
 
 
@@ -250,7 +265,8 @@ def scoring_shape(manifest: ScorableManifest) -> tuple[int, int, int]:
 
 
 def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifest: ScorableManifest, run_id: str,
-            labels: list[str], cost: ScoringCost, expected_total: int | None) -> dict[tuple[str, int], int]:
+            labels: list[str], cost: ScoringCost, expected_total: int | None,
+            heartbeat: Callable[[], None] = lambda: None) -> dict[tuple[str, int], int]:
     """Score the shards in `todo`; returns the rows of every chunk written, by (shard, chunk), and adds what
     scoring them cost to `cost`."""
     import ray
@@ -318,6 +334,7 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifes
     written: dict[tuple[str, int], int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         line.update(int(batch["rows"].sum()), int(batch["errors"].sum()))
+        heartbeat()  # renews this run's lease every RENEW_S
         cost.add(batch)
         written.update(zip(zip(batch["shard"].tolist(), batch["chunk"].tolist(), strict=True),
                            batch["rows"].tolist(), strict=True))
