@@ -154,6 +154,13 @@ def is_ray_data_actor_args_line(line: bytes) -> bool:
             and b"has constructor arguments in the object store and max_restarts > 0" in line)
 
 
+# Ray Data lines that say what tilescope's own line says: the progress-bar notice, and the two ERROR lines of a
+# failed task, which the job restates as `<job>: error: <cause>` (a bug keeps its traceback); Ray Data's log
+# file still holds them.
+RESTATED_RAY_DATA_LINES = ("Progress bars disabled", "An exception was raised from a task of operator",
+                           "Exception occurred in user code")
+
+
 class _HiddenFromConsole(logging.LogRecord):
     """A record Ray Data's console handler skips (its HiddenRecordFilter drops records whose `hide` is true)
     while its file handlers keep it. A class attribute, so a caller's extra={"hide": ...} still overrides it."""
@@ -170,7 +177,7 @@ def _hide_ray_data_console_info() -> None:
         record = previous(*args, **kwargs)
         if record.name.startswith("ray.data") and type(record) is logging.LogRecord and (
                 record.levelno < logging.WARNING
-                or (isinstance(record.msg, str) and record.msg.startswith("Progress bars disabled"))):
+                or (isinstance(record.msg, str) and record.msg.startswith(RESTATED_RAY_DATA_LINES))):
             record.__class__ = _HiddenFromConsole
         return record
 

@@ -10,12 +10,14 @@ import argparse
 import dataclasses
 import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from cli import config_files, console
 from cli.flags import config_from_args, field_docs, help_sections, parser_for
+from storage.fs import StorageError
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -99,10 +101,34 @@ def remote_cause(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
+# What a remote storage failure leaves in the traceback text Ray delivers: tilescope's own StorageError line (it
+# names the URI), else a built-in OSError line. Ray Data raises a UDF's exception as the cause of its own
+# UserCodeException, and a cause is not pickled: on the driver only this text is left of it.
+_REMOTE_STORAGE = re.compile(r"^storage\.fs\.StorageError: (?P<msg>.+)$", re.M)
+_REMOTE_OSERROR = re.compile(r"^(?:builtins\.)?(?P<kind>OSError|FileNotFoundError|PermissionError|IsADirectoryError|"
+                             r"NotADirectoryError|ConnectionError|ConnectionResetError|TimeoutError|"
+                             r"pyarrow\.lib\.ArrowIOError): (?P<msg>.+)$", re.M)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MESSAGE_LIMIT = 400
+
+
+def remote_storage_error(exc: BaseException) -> StorageError | None:
+    """The storage failure a Ray task or actor raised, recovered from the remote traceback text of `exc` (see
+    above); None when the text holds none."""
+    text = _ANSI.sub("", "\n".join(filter(None, (str(exc), getattr(exc, "traceback_str", None)))))
+    found = _REMOTE_STORAGE.findall(text)
+    if found:
+        return StorageError(found[-1][:MESSAGE_LIMIT])
+    other = list(_REMOTE_OSERROR.finditer(text))
+    if other:
+        return StorageError(f"a Ray task failed on storage: {other[-1]['kind']}: {other[-1]['msg']}"[:MESSAGE_LIMIT])
+    return None
+
+
 def user_error(exc: BaseException) -> BaseException | None:
     """The bad input or storage failure (ValueError / OSError) behind `exc`, unwrapped: exc itself, the cause
-    of a Ray task error, or one found along the exception chain (Ray Data wraps a write task's OSError, e.g.
-    an S3 outage that outlasted the retries, in its own exception). None when there is none: a bug, which
+    of a Ray task error, one found along the exception chain, or (Ray Data's UserCodeException arrives without
+    its cause) a storage failure read from the remote traceback text. None when there is none: a bug, which
     keeps its traceback."""
     seen: set[int] = set()
     todo = [exc]
@@ -115,7 +141,7 @@ def user_error(exc: BaseException) -> BaseException | None:
         if inner is e and isinstance(e, (ValueError, OSError)):
             return e
         todo += [x for x in (inner, e.__cause__, e.__context__) if isinstance(x, BaseException) and x is not e]
-    return None
+    return remote_storage_error(exc)
 
 
 def connect_ray(num_cpus: int | None = None) -> None:

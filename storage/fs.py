@@ -7,6 +7,7 @@ standard AWS chain (env, profile, instance profile) and are never printed, logge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -142,11 +143,16 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         os.makedirs(os.path.dirname(loc.path), exist_ok=True)
         # A leading dot: dataset readers (pyarrow, polars globs) skip it if a crash leaves it behind.
         tmp = os.path.join(os.path.dirname(loc.path), f".{os.path.basename(loc.path)}.tmp-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, loc.path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, loc.path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk must not also keep the half-written file
+                os.remove(tmp)
+            raise
     except OSError as exc:
         raise StorageError(f"{loc.uri}: cannot write ({_short(exc)})") from exc
 

@@ -211,9 +211,13 @@ def holding(out: Location, run_id: str) -> Iterator[Holder]:
     holder = Holder(out, acquire(out, run_id))
     try:
         yield holder
-    finally:
-        try:
+    except BaseException:
+        # The error that ended the block is what the user sees (storage down: the lease cannot go either, and
+        # the rerun on this host finds it stale because this process is gone).
+        with contextlib.suppress(OSError):
             release(out, holder.lease)
-        except OSError as exc:  # never hide the error that ended the block; say what is left behind
-            print(f"warning: {out.join(LEASE).uri} was not removed ({exc}); it goes stale by itself",
-                  file=sys.stderr)
+        raise
+    try:
+        release(out, holder.lease)
+    except OSError as exc:
+        print(f"warning: {out.join(LEASE).uri} was not removed ({exc}); it goes stale by itself", file=sys.stderr)
