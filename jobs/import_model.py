@@ -23,13 +23,21 @@ later, from your own archive (`tilescope quantize --archive`).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
-from jobs.import_stages import InputLayout, OutputKind, import_weights, read_foreign, wrap_foreign
+from jobs.import_stages import (
+    InputLayout,
+    OutputKind,
+    import_weights,
+    onnx_external_data,
+    read_foreign,
+    wrap_foreign,
+)
 from storage.artifacts import require_new, sha256_hex, write_artifact
 from storage.fs import read_bytes, resolve
 from storage.results import safe_component
@@ -181,7 +189,12 @@ def _import_graph(cfg: ImportConfig) -> ImportSummary:
     main = "model.onnx" if cfg.onnx else "model.xml"
     files = {main: read_bytes(resolve(uri, cfg.s3_endpoint))}
     if cfg.ir:
-        files["model.bin"] = read_bytes(resolve(uri[: -len(".xml")] + ".bin", cfg.s3_endpoint))
+        files["model.bin"] = read_bytes(_beside(uri, uri.rsplit("/", 1)[-1][: -len(".xml")] + ".bin", cfg))
+    else:
+        # ONNX models over 2 GB (and some exporters) keep tensors in files beside the model: read those, and
+        # only those, from the model's folder (import_stages.onnx_external_data refuses anything else).
+        for location in onnx_external_data(files[main], uri):
+            files[location] = read_bytes(_beside(uri, location, cfg))
     foreign = read_foreign(files, main, cfg.input_layout)
     size = cfg.input_size or foreign.size
     if size is None:
@@ -207,6 +220,19 @@ def _import_graph(cfg: ImportConfig) -> ImportSummary:
                              versions={"openvino": ov.__version__, **tilescope_versions()}, config=asdict(cfg))
     sha = write_artifact(cfg.out, ir_bytes(wrapped, IRKind.FP32), manifest, cfg.s3_endpoint)
     return ImportSummary(cfg.out, sha, "model", name, mapping.labels, size, (), 0.0)
+
+
+def _beside(uri: str, relative: str, cfg: ImportConfig):
+    """A file in the folder of the model at `uri`, as a Location; a symbolic link that leads out of that folder is
+    refused, naming it (an IR's .bin or an ONNX model's external data must be the model's own files)."""
+    folder = uri.rsplit("/", 1)[0] if "/" in uri else "."
+    loc = resolve(f"{folder}/{relative}", cfg.s3_endpoint)
+    if not loc.is_s3 and os.path.lexists(loc.path):
+        real_folder, real = os.path.realpath(folder), os.path.realpath(loc.path)
+        if os.path.commonpath([real_folder, real]) != real_folder:
+            raise ValueError(f"{loc.uri}: a symbolic link to {real}, outside the model's folder {folder}; copy the "
+                             "file beside the model instead")
+    return loc
 
 
 def main(argv: list[str] | None = None) -> int:

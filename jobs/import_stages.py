@@ -19,6 +19,7 @@ import enum
 import io
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -100,18 +101,57 @@ class ForeignModel:
     output_names: tuple[str, ...]
 
 
+_LOCATION_ENTRY = re.compile(rb"\x0a\x08location\x12")
+
+
+def onnx_external_data(model: bytes, source: str) -> list[str]:
+    """The files an ONNX model keeps its tensors in (TensorProto.external_data `location` entries), read from the
+    protobuf bytes without the onnx package. Each must be a plain relative path inside the model's folder:
+    anything else (absolute, `..`, a drive) is refused naming it, before any file is read."""
+    found: list[str] = []
+    for match in _LOCATION_ENTRY.finditer(model):
+        pos, length, shift = match.end(), 0, 0
+        while pos < len(model):  # the value's length, a protobuf varint
+            byte = model[pos]
+            length |= (byte & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not byte & 0x80:
+                break
+        location = model[pos:pos + length].decode("utf-8", "replace")
+        parts = location.replace("\\", "/").split("/")
+        if (not location or location.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts
+                or any(p in ("", ".") for p in parts)):
+            raise ValueError(f"{source}: external data location {location[:120]!r} is outside the model's folder; "
+                             "tilescope reads external data only from files beside the model")
+        if location not in found:
+            found.append(location)
+    return found
+
+
+def _reason(exc: BaseException, tmp: str, main: str) -> str:
+    """OpenVINO's error without its source-location lines ('Exception from src/...cpp:84:') and with the
+    temporary folder named as the model, so the reason is what is left."""
+    lines = [line.strip().replace(tmp + os.sep, "").replace(tmp, "") for line in str(exc).splitlines()]
+    why = [line for line in lines if line and not re.match(r"Exception from src/.*:\d+:?$", line)]
+    return " ".join(why)[:300] or f"{type(exc).__name__} without a message ({main})"
+
+
 def read_foreign(files: dict[str, bytes], main: str, layout: InputLayout) -> ForeignModel:
-    """Read an ONNX file or an IR (.xml + .bin) with OpenVINO; check it has one 4-D image input."""
+    """Read an ONNX file (with its external data files, by their relative names) or an IR (.xml + .bin) with
+    OpenVINO; check it has one 4-D image input."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
+            path = os.path.join(tmp, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
                 f.write(data)
         try:
             model = ov.Core().read_model(os.path.join(tmp, main))
         except RuntimeError as exc:
-            raise ValueError(f"{main}: OpenVINO cannot read it ({str(exc).splitlines()[0][:300]})") from exc
+            raise ValueError(f"{main}: OpenVINO cannot read it ({_reason(exc, tmp, main)})") from exc
     if len(model.inputs) != 1:
         raise ValueError(f"{main}: the model has {len(model.inputs)} inputs; tilescope feeds one image tensor")
     shape = model.inputs[0].get_partial_shape()

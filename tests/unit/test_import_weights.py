@@ -143,3 +143,24 @@ def test_flags_are_checked_together(tmp_path):
     assert "--weights needs --backbone" in msg and "--std x: not numbers" in msg
     assert "--outputs 'raw' is not one of logits, probabilities" in msg
     assert "--mean and --std go together, one value or three each" in msg
+
+
+class _Payload:
+    """A pickle that would run a command when loaded without weights_only."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_pickle_payload_is_refused_keeping_its_reason(tmp_path, capsys):
+    path = tmp_path / "payload.pt"
+    torch.save({"classifier.weight": torch.zeros(2, 2), "x": _Payload()}, path)
+    out = tmp_path / "ckpt"
+    assert import_model.main(["--weights", str(path), "--backbone", "dwsep_cnn", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "system" in err and "pickled Python objects" in err and "refuses" in err  # the reason, not cut
+    assert "weights_only` set to `False`" not in err  # torch's advice to load it anyway is not repeated
+    assert not out.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -196,16 +197,25 @@ def read_weights(data: bytes, source: str) -> object:
         if "TorchScript" in text:
             raise WeightsError(f"{source}: is a TorchScript archive, not a state dict. Save its weights: "
                                "torch.save(torch.jit.load(FILE).state_dict(), 'weights.pt')") from exc
-        if "Unsupported global" in text:
-            what = text.split("Unsupported global:", 1)[1].split("was not")[0].strip()
+        blocked = re.search(r"unsupported GLOBAL (\S+)", text)
+        if "Unsupported global" in text or blocked:
+            what = (blocked.group(1) if blocked
+                    else text.split("Unsupported global:", 1)[1].split("was not")[0].strip())
             raise WeightsError(
                 f"{source}: not a loadable weights file: it holds pickled Python objects ({what[:120]}), which "
                 "tilescope refuses (torch.load weights_only=True: no code from the file runs). A whole model saved "
                 "with torch.save(model)? Save its state dict instead: torch.save(model.state_dict(), "
                 "'weights.pt') (for nn.DataParallel: model.module.state_dict())") from exc
-        raise WeightsError(f"{source}: not a loadable PyTorch weights file ({text.splitlines()[0][:200]})") from exc
+        raise WeightsError(f"{source}: not a loadable PyTorch weights file ({_reason(text)})") from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; we add the source
         raise WeightsError(f"{source}: not a loadable PyTorch weights file ({exc})") from exc
+
+
+def _reason(text: str) -> str:
+    """torch's refusal without its boilerplate (which ends advising weights_only=False): the line that says why."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    why = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
+    return (why or lines or ["no reason given"])[0][:200]
 
 
 def _is_safetensors(data: bytes) -> bool:
