@@ -47,6 +47,9 @@ class Shard:
     files: tuple[str, ...] = ()  # URIs, for kind == "files"
     fingerprint: str = ""
     root: str = ""  # the archive root's path inside the filesystem (loose files are confined to it)
+    listing: tuple[str, ...] = ()
+    """kind == "files": `<relative path>\t<size>` of each file, what the fingerprint hashes (a resumed run's claim
+    keeps it, to name the files that changed)."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,10 @@ def list_shards(uri: str, endpoint: str | None = None) -> list[Shard]:
     images = [(p, size) for p, size, _ in entries if p.lower().endswith(IMAGE_SUFFIXES)]
     for g in range(0, len(images), FILES_PER_GROUP):
         group = images[g : g + FILES_PER_GROUP]
-        digest = hashlib.sha256("\n".join(f"{_relative(loc.path, p)}\t{size}" for p, size in group).encode())
+        listing = tuple(f"{_relative(loc.path, p)}\t{size}" for p, size in group)
+        digest = hashlib.sha256("\n".join(listing).encode())
         shards.append(Shard(f"files-{g // FILES_PER_GROUP:05d}", loc.uri, "files",
-                            tuple(uri_of(loc, p) for p, _ in group), digest.hexdigest()[:16], loc.path))
+                            tuple(uri_of(loc, p) for p, _ in group), digest.hexdigest()[:16], loc.path, listing))
     if not shards:
         raise StorageError(f"{uri}: no tar/tar.gz shards or .png/.jpg images found")
     return shards

@@ -44,12 +44,17 @@ class RunClaim:
     """shard name (path relative to the archive root) -> fingerprint."""
     config: dict = field(default_factory=dict)
     started_unix: float = 0.0
+    loose_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Every group of loose files -> its `<relative path>\t<size>` lines (storage/archives.py Shard.listing)."""
 
     def to_json(self) -> dict:
-        return {"claim_version": CLAIM_VERSION, "run_id": self.run_id, "archive": self.archive,
+        body = {"claim_version": CLAIM_VERSION, "run_id": self.run_id, "archive": self.archive,
                 "artifact_sha256": self.artifact_sha256, "chunking": self.chunking.to_json(),
                 "shards": dict(sorted(self.shards.items())), "config": self.config,
                 "started_unix": self.started_unix}
+        if self.loose_files:
+            body["loose_files"] = {name: list(lines) for name, lines in sorted(self.loose_files.items())}
+        return body
 
     @classmethod
     def from_json(cls, body: dict, where: str) -> RunClaim:
@@ -60,13 +65,14 @@ class RunClaim:
         c = body["chunking"]
         return cls(body["run_id"], body["archive"], body["artifact_sha256"],
                    Chunking(int(c["chunk_size"]), int(c["chunk_mb"])), dict(body["shards"]),
-                   body.get("config", {}), float(body.get("started_unix", 0.0)))
+                   body.get("config", {}), float(body.get("started_unix", 0.0)),
+                   {name: tuple(lines) for name, lines in (body.get("loose_files") or {}).items()})
 
 
 def new_claim(run_id: str, archive: str, artifact_sha256: str, chunking: Chunking, shards: Sequence[Shard],
               config: dict) -> RunClaim:
     return RunClaim(run_id, archive, artifact_sha256, chunking, {s.name: s.fingerprint for s in shards}, config,
-                    time.time())
+                    time.time(), {s.name: s.listing for s in shards if s.listing})
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,35 @@ def reconcile(claim: RunClaim, run_id: str, archive: str, artifact_sha256: str, 
     removed = sorted(set(claim.shards) - set(current))
     changed = sorted(n for n in set(claim.shards) & set(current) if claim.shards[n] != current[n])
     if removed or changed:
+        loose = [n for n in removed + changed if n in claim.loose_files]
+        if loose:
+            raise ValueError(f"--archive {archive}: loose files of run {claim.run_id} in {where} changed since it "
+                             f"started ({_file_changes(claim, loose, shards)}); their rows would no longer match the "
+                             "archive. Restore them, or score the archive into a new --out")
         parts = ([f"removed: {', '.join(removed[:5])}"] if removed else []) + \
                 ([f"changed: {', '.join(changed[:5])}"] if changed else [])
         raise ValueError(f"--archive {archive}: shards of run {claim.run_id} in {where} are gone or different "
                          f"({'; '.join(parts)}); their rows no longer match the archive. Restore them, or score "
                          "the archive into a new --out")
     new = tuple(sorted(set(current) - set(claim.shards)))
+    listings = {s.name: s.listing for s in shards if s.listing and s.name in new}
     extended = RunClaim(claim.run_id, claim.archive, claim.artifact_sha256, claim.chunking,
-                        {**claim.shards, **{n: current[n] for n in new}}, claim.config, claim.started_unix)
+                        {**claim.shards, **{n: current[n] for n in new}}, claim.config, claim.started_unix,
+                        {**claim.loose_files, **listings})
     return Reconciled(extended, new)
+
+
+def _file_changes(claim: RunClaim, groups: Sequence[str], shards: Sequence[Shard]) -> str:
+    """Which loose files differ between the claim and the archive now, by name: added, gone, or resized. (Files
+    are grouped in sorted order, so one new file can shift later files into another group: compare them all.)"""
+    def sizes(lines) -> dict[str, str]:
+        return dict(line.rsplit("\t", 1) for line in lines)
+
+    then = {p: s for g in claim.loose_files.values() for p, s in sizes(g).items()}
+    now = {p: s for shard in shards if shard.kind == "files" for p, s in sizes(shard.listing).items()}
+    added = sorted(set(now) - set(then))
+    gone = sorted(set(then) - set(now))
+    resized = sorted(p for p in set(now) & set(then) if now[p] != then[p])
+    parts = [f"{what} {len(names)}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+             for what, names in (("added", added), ("gone", gone), ("resized", resized)) if names]
+    return "; ".join(parts) or f"groups {', '.join(groups[:5])}"

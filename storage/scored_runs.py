@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from storage.fs import Location, StorageError, check_reachable, exists, list_files, resolve
+from storage.fs import Location, StorageError, check_reachable, exists, list_files, resolve, uri_of
 from storage.results import (
     ERROR,
     HEATMAP,
@@ -78,6 +78,36 @@ def find_run(uri: str, endpoint: str | None) -> Location:
     raise StorageError(f"{uri}: holds several runs ({names}); pass one of them as --results")
 
 
+def check_result_files(loc: Location, files: list[str]) -> None:
+    """Every part file is a results table of one layout: string id columns, floating prob_* columns, the same
+    prob_* columns in each. pyarrow.dataset takes the first file's schema and casts the others to it, so a
+    wrong-typed file would otherwise change the figures silently; this names it instead (ValueError)."""
+    import pyarrow.parquet as pq
+
+    probs: set[str] | None = None
+    for path in files:
+        where = f"--results {uri_of(loc, path)}"
+        try:
+            with loc.fs.open_input_file(path) as f:
+                schema = pq.read_schema(f)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ValueError(f"{where}: not a readable Parquet file ({' '.join(str(exc).split())[:200]}); move it "
+                             "out of the run directory, and rerun `tilescope score` to rescore its chunk") from exc
+        bad = [f"{name} is {schema.field(name).type}" for name in _BASE_COLUMNS
+               if name in schema.names and not pa.types.is_string(schema.field(name).type)
+               and not pa.types.is_large_string(schema.field(name).type)
+               and not (name == ERROR and pa.types.is_null(schema.field(name).type))]
+        here = {n for n in schema.names if n.startswith(PROB_PREFIX)}
+        bad += [f"{name} is {schema.field(name).type}" for name in sorted(here)
+                if not pa.types.is_floating(schema.field(name).type)]
+        if probs is not None and here != probs:
+            bad.append(f"its prob_* columns differ from the run's other files ({len(here)} vs {len(probs)})")
+        if bad:
+            raise ValueError(f"{where}: not a tilescope results file ({'; '.join(bad)[:300]}); move it out of the run "
+                             "directory, and rerun `tilescope score` to rescore its chunk")
+        probs = here if probs is None else probs
+
+
 def open_run(uri: str, endpoint: str | None = None, allow_partial: bool = False) -> ScoredRun:
     """Read the report columns of a run. Refuses an uncommitted run (no _manifest.json) unless allow_partial."""
     loc = find_run(uri, endpoint)
@@ -89,6 +119,7 @@ def open_run(uri: str, endpoint: str | None = None, allow_partial: bool = False)
     files = scan_progress(loc).files
     if not files:
         raise ValueError(f"--results {loc.uri}: the run has no part-*.parquet files")
+    check_result_files(loc, list(files))
     dataset = pads.dataset(list(files), filesystem=loc.fs, format="parquet")
     names = dataset.schema.names
     missing = [c for c in _BASE_COLUMNS if c not in names]

@@ -62,3 +62,28 @@ def test_a_rerun_with_other_inputs_is_refused_naming_the_flag(kwargs, message):
 def test_a_claim_without_the_archive_identity_cannot_be_resumed():
     with pytest.raises(ValueError, match="cannot be resumed safely. Score into a new --out"):
         RunClaim.from_json({"run_id": "r", "config": {}, "artifact_sha256": "f"}, "o/_run.json")
+
+
+def test_changed_loose_files_are_named_not_their_group(tmp_path):
+    from storage.archives import list_shards
+
+    root = tmp_path / "loose"
+    (root / "images").mkdir(parents=True)
+    for name in ("a.png", "b.png", "c.png"):
+        (root / "images" / name).write_bytes(b"\x89PNG" + name.encode())
+    claim = new_claim("run-1", str(root), "f" * 64, CHUNKING, list_shards(str(root)), {})
+    claim = RunClaim.from_json(claim.to_json(), "x")  # the listing survives the claim file
+    assert claim.loose_files["files-00000"] == ("images/a.png\t9", "images/b.png\t9", "images/c.png\t9")
+    (root / "images" / "b2.png").write_bytes(b"new")
+    (root / "images" / "c.png").write_bytes(b"longer than before")
+    (root / "images" / "a.png").unlink()
+    with pytest.raises(ValueError) as exc:
+        reconcile(claim, "run-1", str(root), "f" * 64, CHUNKING, list_shards(str(root)), "o")
+    message = str(exc.value)
+    assert "added 1: images/b2.png" in message and "gone 1: images/a.png" in message
+    assert "resized 1: images/c.png" in message and "files-00000" not in message
+    # unchanged files resume
+    (root / "images" / "b2.png").unlink()
+    (root / "images" / "c.png").write_bytes(b"\x89PNGc.png")
+    (root / "images" / "a.png").write_bytes(b"\x89PNGa.png")
+    assert reconcile(claim, "run-1", str(root), "f" * 64, CHUNKING, list_shards(str(root)), "o").new_shards == ()

@@ -74,3 +74,25 @@ def test_duckdb_reads_the_part_files_glob(run_dir):
     assert rows == [("error", 3), ("ok", 9)]
     ids = [r[0] for r in duckdb.sql(f"SELECT image_id FROM read_parquet('{glob}') ORDER BY image_id").fetchall()]
     assert ids == expected_ids(run_dir)
+
+
+def test_report_names_a_wrong_typed_part_file(run_dir, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage.scored_runs import open_run
+
+    copy = tmp_path / "dwsep_cnn-0123456789ab"
+    shutil.copytree(run_dir, copy)
+    assert open_run(str(copy)).image_id.size == 12  # as written: reads
+    part = sorted(copy.glob("part-images_002*.parquet"))[0]
+    table = pq.read_table(part)
+    i = table.schema.get_field_index("prob_Mass")
+    pq.write_table(table.set_column(i, "prob_Mass", pa.array([str(v) for v in table.column(i).to_pylist()])), part)
+    with pytest.raises(ValueError, match=rf"{part.name}: not a tilescope results file \(prob_Mass is string\)"):
+        open_run(str(copy))
+    part.write_bytes(b"PAR1 not parquet PAR1")
+    with pytest.raises(ValueError, match=rf"{part.name}: not a readable Parquet file"):
+        open_run(str(copy))
