@@ -2,7 +2,8 @@
 
 Recipe: plan (list shards, read what is already written) -> stream (read chunks -> decode tasks ->
 scorer actors -> chunk writer) -> collect (count rows from storage) -> commit (run manifest, last).
-Rerunning the same command resumes: finished chunks are skipped, a committed run does no work.
+Rerunning the same command resumes: finished chunks are skipped, a committed run is verified (and repaired) on
+storage. One run writes a --out at a time (storage/run_lease.py): a second one stops before writing, naming it.
 
     tilescope score --archive runs/demo/archive --model runs/demo/model --out runs/demo/scores
     ray job submit --working-dir . -- python -m jobs.score --archive s3://b/nih --model s3://b/model \
