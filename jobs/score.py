@@ -17,13 +17,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from actors.openvino_ir import IRPrecision
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import connect_ray, job_main
 from cli.provenance import tilescope_versions
-from jobs.score_stages import ProgressLine, ScoringCost, decode_chunk, write_chunks
-from storage.archive_source import ArchiveChunks, read_block_target
 from storage.archives import list_shards
 from storage.artifacts import open_typed
 from storage.fs import StorageError, check_reachable, exists, resolve
@@ -44,6 +43,9 @@ from storage.run_lease import holding
 from storage.run_manifest import RunManifest, read_manifest, write_manifest
 from xray.codec.decode import DEFAULT_MAX_PIXELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
+
+if TYPE_CHECKING:  # loaded inside run(), after parsing: --help stays fast
+    from jobs.score_stages import ScoringCost
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
 
         # Stream.
         written: dict[tuple[str, int], int] = {}
+        from jobs.score_stages import ScoringCost  # decode and numba load with it: after parsing
+
         cost = ScoringCost()
         stream_seconds = 0.0
         actors = 0
@@ -275,6 +279,8 @@ def _stream(cfg: ScoreConfig, todo, done_chunks, out_uri: str, artifact, manifes
 
     from actors.ensemble_scorer import EnsembleScorer, heatmap_shape
     from actors.scorer import Int8Scorer
+    from jobs.score_stages import ProgressLine, decode_chunk, write_chunks
+    from storage.archive_source import ArchiveChunks, read_block_target  # imports Ray Data
 
     ctx = DataContext.get_current()
     # Ray's per-operator progress bars are noise in `ray job logs`; ProgressLine prints one line instead.
