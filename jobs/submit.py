@@ -22,14 +22,9 @@ never reads, prints or stores the token.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import importlib
-import json
 import logging
 import os
 import re
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +34,16 @@ from typing import Any, TextIO
 
 from cli import provenance
 from cli.commands import JOBS
-from cli.flags import COMMON_FLAGS, config_from_args, parser_for, require_valid
+from cli.flags import config_from_args, parser_for, require_valid
+from jobs.submission import (
+    absolute_paths,
+    check_job,
+    entrypoint_for,
+    flag_value,
+    job_fields,
+    plan_run,
+    unknown_flags,
+)
 
 PROJECT_ROOT = provenance.PACKAGE_ROOT
 """A checkout (pyproject.toml beside jobs/), or site-packages when tilescope is installed from its wheel."""
@@ -89,65 +93,6 @@ class SubmitSummary:
 def submittable_jobs() -> dict[str, str]:
     """Job name -> module, from the dispatcher: every job except the cluster commands themselves."""
     return {name: target for name, (target, _) in JOBS.items() if ":" not in target and target != __name__}
-
-
-def job_config(module: str) -> tuple[type, dict[str, str]]:
-    """A job's config dataclass and its old flag spellings (FLAG_ALIASES, old name -> field): the definitions its
-    own main() builds its parser from. Job modules import torch, OpenVINO and NNCF only inside run(), so this
-    works on a client without the [train] extra."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"job module {module} cannot be imported here ({exc})") from exc
-    configs = [obj for name, obj in vars(mod).items() if name.endswith("Config") and dataclasses.is_dataclass(obj)
-               and isinstance(obj, type) and obj.__module__ == module]
-    if len(configs) != 1:
-        raise ValueError(f"{module} has {len(configs)} *Config dataclasses; one is needed to read its flags")
-    return configs[0], dict(getattr(mod, "FLAG_ALIASES", {}))
-
-
-def job_fields(module: str) -> frozenset[str]:
-    """What the job accepts as flags: its config's fields, the options every job takes (--config,
-    --print-config, --verbose) and its old spellings."""
-    config, aliases = job_config(module)
-    return frozenset(f.name for f in dataclasses.fields(config)) | COMMON_FLAGS | frozenset(aliases)
-
-
-def flag_value(args: tuple[str, ...], flag: str) -> str | None:
-    """The last value given for `flag` (`--flag V` or `--flag=V`), as argparse reads it."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg[len(flag) + 1:]
-    return value
-
-
-def unknown_flags(args: tuple[str, ...], fields: frozenset[str]) -> list[str]:
-    """Flags in `args` that no config field (nor its --no-FLAG form) accounts for."""
-    unknown = []
-    for arg in args:
-        if not arg.startswith("--") or arg == "--":
-            continue
-        name = arg[2:].split("=", 1)[0].replace("-", "_")
-        if name not in fields and not (name.startswith("no_") and name[3:] in fields) and name != "help":
-            unknown.append(arg.split("=", 1)[0])
-    return unknown
-
-
-def plan_run(job: str, job_args: tuple[str, ...], fields: frozenset[str]) -> tuple[str, tuple[str, ...]]:
-    """(run id, the job's args). The job's own --run-id wins; otherwise the id derives from the job and its flags,
-    and a job that takes --run-id is given it so that its outputs carry the same id."""
-    explicit = flag_value(job_args, "--run-id")
-    if explicit:
-        return explicit, job_args
-    run_id = f"{job}-{hashlib.sha256(json.dumps([job, *job_args]).encode()).hexdigest()[:12]}"
-    return run_id, ((*job_args, "--run-id", run_id) if "run_id" in fields else job_args)
-
-
-def entrypoint_for(module: str, job_args: tuple[str, ...]) -> str:
-    return f"python -m {module} {shlex.join(job_args)}".rstrip()
 
 
 def run_metadata(job: str, run_id: str, attempt: int, job_args: tuple[str, ...]) -> dict[str, str]:
@@ -251,6 +196,9 @@ def validate(cfg: SubmitConfig, jobs: dict[str, str]) -> None:
         bad = unknown_flags(cfg.job_args, job_fields(jobs[cfg.job]))
         if bad:
             problems.append(f"{cfg.job} has no flag {', '.join(bad)} (see `tilescope {cfg.job} --help`)")
+        else:
+            _, missing = absolute_paths(cfg.job_args, os.getcwd())
+            problems += missing
         explicit = flag_value(cfg.job_args, "--run-id")
         if explicit is not None and not RUN_ID.fullmatch(explicit):
             problems.append(f"--run-id {explicit!r}: use 1-100 letters, digits, '.', '_' or '-'")
@@ -259,6 +207,8 @@ def validate(cfg: SubmitConfig, jobs: dict[str, str]) -> None:
     if cfg.working_dir is not None and not (Path(cfg.working_dir) / "jobs" / "__main__.py").is_file():
         problems.append(f"--working-dir {cfg.working_dir}: not the tilescope project (no jobs/__main__.py)")
     require_valid(problems)
+    if cfg.job and not cfg.resume:
+        check_job(cfg.job, jobs[cfg.job], absolute_paths(cfg.job_args, os.getcwd())[0])
 
 
 def run(cfg: SubmitConfig) -> SubmitSummary:
@@ -270,7 +220,7 @@ def run(cfg: SubmitConfig) -> SubmitSummary:
     else:
         assert cfg.job is not None  # validate() checked it
         fields = job_fields(jobs[cfg.job])
-        run_id, job_args = plan_run(cfg.job, cfg.job_args, fields)
+        run_id, job_args = plan_run(cfg.job, absolute_paths(cfg.job_args, os.getcwd())[0], fields)
         existing = attempts_of(client, run_id)
         if existing:
             last = existing[-1]

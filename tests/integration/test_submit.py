@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from cli import provenance
@@ -289,3 +290,22 @@ def test_submit_from_an_installed_package_ships_its_packages_never_site_packages
     shipped = Path(ray_head.temp_dir, "ray", "session_latest", "runtime_resources", "py_modules_files")
     received = {entry.name for package in shipped.iterdir() if package.is_dir() for entry in package.iterdir()}
     assert received == {"jobs", "cli", "actors", "storage", "xray"}, received
+
+
+def test_relative_paths_are_resolved_on_the_client_and_rows_land_where_the_user_expects(ray_head, tiny_models,
+                                                                                       tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_models["archive"], work / "archive")
+    result = tilescope(ray_head, "submit", "score", "--archive", "archive", "--model", tiny_models["models"][0],
+                       "--out", "scores", "--chunk-size", "16", "--follow", cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"--archive {work / 'archive'}" in result.stdout and f"--out {work / 'scores'}" in result.stdout
+    files = glob.glob(str(work / "scores" / "*" / "part-*.parquet"))
+    assert files and sum(pq.read_metadata(f).num_rows for f in files) == 80  # every image, where it was asked
+    # an input that is not there, and a value the job refuses: exit 2 on the client, nothing submitted
+    missing = tilescope(ray_head, "submit", "score", "--archive", "nope", "--model", tiny_models["models"][0],
+                        "--out", "scores2", cwd=work)
+    assert missing.returncode == 2 and "--archive nope: not found on this client" in missing.stderr
+    bad = tilescope(ray_head, "submit", "report", "--results", "scores", "--out", "report", cwd=work)
+    assert bad.returncode == 2 and "the following arguments are required: --metadata" in bad.stderr
+    assert not (work / "scores2").exists() and not (work / "report").exists()

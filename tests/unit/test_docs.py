@@ -15,7 +15,7 @@ import pytest
 
 from cli.commands import JOBS
 from cli.flags import parser_for
-from jobs import runs, submit
+from jobs import runs, submission
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs" / "guide").glob("*.md"))]
@@ -69,7 +69,7 @@ def check_job_flags(job: str, args: list[str]) -> None:
         positional = ("run_id",) if "run_id" in cls.__dataclass_fields__ else ()
         parser = parser_for(cls, f"tilescope {job}", "", positional=positional)
     else:
-        config, aliases = submit.job_config(module)
+        config, aliases = submission.job_config(module)
         parser = parser_for(config, f"tilescope {job}", "", aliases=aliases, common=True)
     for action in parser._actions:
         action.required = False

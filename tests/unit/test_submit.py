@@ -307,3 +307,31 @@ def test_job_configs_load_without_the_training_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
     assert {"backbone", "epochs", "train_precision", "precision", "model"} <= submit.job_fields("jobs.train")
+
+
+def test_local_paths_are_made_absolute_and_missing_inputs_refused(tmp_path):
+    from jobs.submission import absolute_paths
+
+    (tmp_path / "arch").mkdir()
+    args, problems = absolute_paths(("--archive", "arch", "--model", "s3://b/m", "--out=scores", "--chunk-size", "4",
+                                     "--metadata", "file://arch"), str(tmp_path))
+    assert args == ("--archive", str(tmp_path / "arch"), "--model", "s3://b/m", f"--out={tmp_path / 'scores'}",
+                    "--chunk-size", "4", "--metadata", str(tmp_path / "arch"))
+    assert problems == []
+    _, problems = absolute_paths(("--archive", "nope", "--out", "new"), str(tmp_path))
+    assert len(problems) == 1 and problems[0].startswith("--archive nope: not found on this client")
+    # several values after one flag (report --results a b)
+    (tmp_path / "b").mkdir()
+    args, _ = absolute_paths(("--results", "arch", "b", "--top", "5"), str(tmp_path))
+    assert args == ("--results", str(tmp_path / "arch"), str(tmp_path / "b"), "--top", "5")
+
+
+def test_the_jobs_own_validation_runs_on_the_client_before_anything_is_sent(client):
+    with pytest.raises(ValueError, match=r"score: invalid configuration:\n  - --chunk-size must be at least 1"):
+        submit.run(score_config(job_args=(*SCORE_ARGS, "--chunk-size", "0")))
+    with pytest.raises(ValueError, match="report: the following arguments are required: --metadata"):
+        submit.run(SubmitConfig(job="report", job_args=("--results", "s3://b/r", "--out", "s3://b/o"),
+                                address=ADDRESS))
+    with pytest.raises(ValueError, match="score: argument --precision: invalid choice: 'int4'"):
+        submit.run(score_config(job_args=(*SCORE_ARGS, "--precision", "int4")))
+    assert client.submitted == []
