@@ -15,6 +15,7 @@ evaluate -> screen -> agree -> render (tables, page) -> save (every file atomica
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -165,14 +166,23 @@ def run(cfg: ReportConfig) -> ReportSummary:
     fit, apply, evaluated_on = Split(cfg.fit_split), Split(cfg.apply_split), Split(cfg.eval_split)
     view = Split(cfg.view_split or cfg.eval_split)
     _require_splits(cfg, primary, meta, known[0])
-    require_valid([p for p in [fit_split_problem(primary, known[0], fit, cfg.allow_fit_on_train)] if p])
+    problem = fit_split_problem(primary, known[0], fit, cfg.allow_fit_on_train)
+    # The default --fit-split val with no record of the model's held-out patients (a model brought in by import,
+    # predictions from elsewhere): report everything that needs no threshold, and say why and how instead.
+    no_thresholds = problem if problem and fit is Split.VAL and primary.truth.model_split is None else ""
+    require_valid([problem] if problem and not no_thresholds else [])
 
     # Evaluate, screen, compare.
     ev = evaluate(primary, evaluated_on, cfg.bootstrap, cfg.ci_level, cfg.seed, baseline)
-    sc = screen(primary, fit, apply, view, cfg.target_sensitivity)
+    sc = screen(primary, fit, apply, view, cfg.target_sensitivity, fit_thresholds=not no_thresholds)
     notes = _notes(cfg, runs, images, known)
+    if no_thresholds:
+        notes.insert(0, f"No screening thresholds: {no_thresholds}.")
+        print(f"tilescope report: no thresholds: {no_thresholds}", file=sys.stderr, flush=True)
     agreement = None
-    if baseline is not None:
+    if baseline is not None and no_thresholds:
+        notes.append("No flag agreement: the run has no thresholds (above).")
+    elif baseline is not None:
         problem = fit_split_problem(baseline, known[1], fit, cfg.allow_fit_on_train)
         if problem:
             notes.append(f"No flag agreement: the baseline's thresholds cannot be fit ({problem}).")

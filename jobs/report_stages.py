@@ -228,10 +228,12 @@ class Screening:
 
 
 def screen(images: ScoredImages, fit_split: Split, apply_split: Split, view_split: Split,
-           target: float) -> Screening:
+           target: float, fit_thresholds: bool = True) -> Screening:
     """Thresholds reaching `target` sensitivity on fit_split, what they flag on apply_split, and the view split's
-    images ranked (Ranking.order indexes into the view rows, see view_rows)."""
-    fit_mask, apply_mask = images.truth.mask(fit_split), images.truth.mask(apply_split)
+    images ranked (Ranking.order indexes into the view rows, see view_rows). Without `fit_thresholds` (no split
+    to fit them on) every threshold is NaN and nothing is flagged; the ranking stands."""
+    apply_mask = images.truth.mask(apply_split)
+    fit_mask = images.truth.mask(fit_split) if fit_thresholds else np.zeros(apply_mask.shape, dtype=bool)
     y = images.truth.labels
     thresholds = sensitivity_thresholds(y[fit_mask], images.probs[fit_mask], target)
     view = images.truth.mask(view_split)

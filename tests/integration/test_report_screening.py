@@ -147,11 +147,21 @@ def test_predictions_from_elsewhere_alone_need_their_held_out_patients(elsewhere
     root = elsewhere["root"]
     args = ["--results", elsewhere["csv"], "--metadata", elsewhere["run"].metadata, "--out", str(root / "alone"),
             "--bootstrap", "0"]
-    assert report.main(args) == 2
+    # default flags: the AUROC table and plots, no thresholds, and the page and stderr say why and how (exit 0)
+    assert report.main(args) == 0
     err = capsys.readouterr().err
-    assert "--fit-split val needs the patients the model never trained on" in err
+    assert "no thresholds: --fit-split val needs the patients the model never trained on" in err
     assert "predictions from elsewhere carry no model artifact" in err and "--val-list FILE" in err
-    assert report.main([*args, "--fit-split", "train_val"]) == 2
+    auroc = read_csv(str(root / "alone" / "auroc.csv"))
+    assert [r["label"] for r in auroc][:-1] == list(LABELS) and auroc[-1]["label"] == "mean"
+    assert all(r["threshold"] is None or r["threshold"] != r["threshold"]
+               for r in read_csv(str(root / "alone" / "thresholds.csv")))
+    html = open(str(root / "alone" / "report.html")).read()
+    assert "No screening thresholds" in html and "--val-list FILE" in html
+    body = json.load(open(str(root / "alone" / "report.json")))
+    assert body["evaluated_images"] > 0
+    # an explicit split that holds training images is still refused
+    assert report.main([*args, "--out", str(root / "alone2"), "--fit-split", "train_val"]) == 2
     assert "NIH's train_val_list.txt" in capsys.readouterr().err
     assert report.main([*args, "--val-list", elsewhere["val_list"]]) == 0
     rows = read_csv(str(root / "alone" / "thresholds.csv"))
