@@ -176,13 +176,14 @@ def test_predictions_from_elsewhere_alone_need_their_held_out_patients(elsewhere
     assert body["flag_flip_share"] is None and any(n.startswith("No flag agreement") for n in body["notes"])
 
 
-def test_a_scored_model_imported_without_its_split_needs_the_held_out_list(tmp_path, capsys):
+def test_a_scored_model_imported_without_its_split_needs_the_held_out_list_for_thresholds(tmp_path, capsys):
     run = make_run(str(tmp_path), 3_000, seed=8, imported=True)
     args = ["--results", run.run_dir, "--metadata", run.metadata, "--out", str(tmp_path / "r"), "--bootstrap", "0"]
-    assert report.main(args) == 2
+    assert report.main(args) == 0  # AUROC and plots; thresholds left out, saying why and how
     err = capsys.readouterr().err
     assert f"its model artifact {run.artifact} (synthetic) was brought in by `tilescope import`" in err
     assert "--val-list FILE" in err
+    assert all(r["fit_images"] == 0 for r in read_csv(str(tmp_path / "r" / "thresholds.csv")))
     val_list = tmp_path / "held_out.txt"
     val_list.write_text("\n".join(run.image_ids[run.val]) + "\n")
     assert report.main([*args, "--val-list", str(val_list)]) == 0
