@@ -176,6 +176,9 @@ def run(cfg: ReportConfig) -> ReportSummary:
     ev = evaluate(primary, evaluated_on, cfg.bootstrap, cfg.ci_level, cfg.seed, baseline)
     sc = screen(primary, fit, apply, view, cfg.target_sensitivity, fit_thresholds=not no_thresholds)
     notes = _notes(cfg, runs, images, known)
+    if not meta.patients_known:
+        notes.append(f"{cfg.metadata} has no Patient ID column: every image counts as its own patient, so splits "
+                     "and intervals are per image (images of one patient can fall on both sides of a split).")
     if no_thresholds:
         notes.insert(0, f"No screening thresholds: {no_thresholds}.")
         print(f"tilescope report: no thresholds: {no_thresholds}", file=sys.stderr, flush=True)
@@ -212,8 +215,10 @@ def run(cfg: ReportConfig) -> ReportSummary:
                             evaluated, ev.mean_auroc, ev.baseline_mean_auroc, flagged, len(drawn),
                             time.perf_counter() - t0, ev.paired)
     print(f"report on {runs[0].uri}: {summary.scored} scored images, {evaluated} evaluated ({evaluated_on}), "
-          f"mean AUROC {format_metric(summary.mean_auroc, 4)}; thresholds fit on {fit}, {flagged} flagged on "
-          f"{apply}; {summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
+          f"mean AUROC {format_metric(summary.mean_auroc, 4)}; "
+          + ("no thresholds (no held-out patients known)" if no_thresholds
+             else f"thresholds fit on {fit}, {flagged} flagged on {apply}")
+          + f"; {summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
     return summary
 
 

@@ -70,6 +70,9 @@ def model_split_of(run: ScoredRun, meta: ArchiveMetadata, val_list: frozenset[st
     if run.external:
         return listed or KnownSplit(None, "predictions from elsewhere carry no model artifact that records its "
                                           "patient split")
+    if not meta.patients_known:
+        return listed or KnownSplit(None, "the metadata has no Patient ID column, so the patient split the model's "
+                                          "artifact records cannot be redrawn from it")
     body = run.manifest.to_json() if run.manifest else read_json(resolve(run.uri, endpoint), RUN_CLAIM) or {}
     uri = body.get("artifact_uri") or (body.get("config") or {}).get("model")
     sha = body.get("artifact_sha256")

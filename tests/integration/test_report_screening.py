@@ -191,3 +191,29 @@ def test_a_scored_model_imported_without_its_split_needs_the_held_out_list_for_t
         {int((run.val & ~run.errors).sum())}
     body = json.load(open(tmp_path / "r" / "report.json"))
     assert body["runs"][0]["model_split"] == f"--val-list {val_list}" and body["runs"][0]["external"] is False
+
+
+def test_own_labels_with_only_image_index_and_finding_labels_reach_a_report(tmp_path, capsys):
+    run = make_run(str(tmp_path), 1_500, seed=3)
+    rows = list(pacsv.read_csv(run.metadata).to_pylist())
+    own = tmp_path / "archive" / "own_labels.csv"  # beside the NIH split lists, as a user's table would be
+    own.write_text("Image Index,Finding Labels\n" + "".join(f"{r['Image Index']},{r['Finding Labels']}\n"
+                                                           for r in rows))
+    out = tmp_path / "own"
+    assert report.main(["--results", run.run_dir, "--metadata", str(own), "--out", str(out), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "the metadata has no Patient ID column" in err and "--val-list FILE" in err  # no thresholds, and why
+    auroc = read_csv(str(out / "auroc.csv"))
+    # the same images and labels as NIH's file, on the same test list: the same AUROC per label
+    nih_out = tmp_path / "nih"
+    assert report.main(["--results", run.run_dir, "--metadata", run.metadata, "--out", str(nih_out),
+                        "--bootstrap", "0"]) == 0
+    nih = read_csv(str(nih_out / "auroc.csv"))
+    assert [r["auroc"] for r in auroc] == pytest.approx([r["auroc"] for r in nih], nan_ok=True)
+    html = (out / "report.html").read_text()
+    assert "has no Patient ID column: every image counts as its own patient" in html
+    # a table missing a required column is refused naming it
+    bad = tmp_path / "archive" / "bad.csv"
+    bad.write_text("Image Index,Labels\nx.png,Mass\n")
+    assert report.main(["--results", run.run_dir, "--metadata", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert "no 'Finding Labels' column (the header has 'Image Index', 'Labels')" in capsys.readouterr().err

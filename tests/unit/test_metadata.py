@@ -19,6 +19,7 @@ import pytest
 
 from xray.metadata.labels import LABELS
 from xray.metadata.nih import (
+    ArchiveMetadata,
     BBox,
     DataEntry,
     entries_by_image,
@@ -198,9 +199,26 @@ def test_many_malformed_rows_report_the_first_ten() -> None:
     assert "... and 15 more" in str(info.value)
 
 
-def test_wrong_header_and_empty_file_are_rejected() -> None:
-    with pytest.raises(ValueError, match="unexpected header"):
-        parse_data_entry("Image Index,Finding Labels,Patient ID\nx.png,Mass,1\n")
+def test_a_label_table_of_ones_own_needs_only_image_index_and_finding_labels() -> None:
+    entries = parse_data_entry("Finding Labels,Image Index,Patient ID,Site\n"
+                               "Mass|Nodule,x.png,7,A\nNo Finding,y.png,7,B\n")
+    assert [(e.image_index, e.findings, e.patient_id) for e in entries] == [("x.png", ("Mass", "Nodule"), 7),
+                                                                            ("y.png", (), 7)]
+    assert entries[0].labels[LABELS.index("Mass")] == 1 and sum(entries[1].labels) == 0
+    assert ArchiveMetadata(tuple(entries), None, None, ()).patients_known
+    # without Patient ID every image is its own patient, and the metadata says so
+    alone = parse_data_entry("Image Index,Finding Labels\nx.png,Mass\ny.png,Effusion\n")
+    assert len({e.patient_id for e in alone}) == 2
+    assert not ArchiveMetadata(tuple(alone), None, None, ()).patients_known
+    # bad rows are named by line, as in the NIH file
+    with pytest.raises(ValueError, match="line 3: .*finding"):
+        parse_data_entry("Image Index,Finding Labels\nx.png,Mass\ny.png,Nodul\n")
+
+
+def test_a_missing_column_is_named_and_an_empty_file_rejected() -> None:
+    with pytest.raises(ValueError, match=r"line 1: no 'Finding Labels' column \(the header has 'Image Index', "
+                                         r"'Labels', 'Patient ID'\)"):
+        parse_data_entry("Image Index,Labels,Patient ID\nx.png,Mass,1\n")
     with pytest.raises(ValueError, match="empty file"):
         parse_data_entry("")
 

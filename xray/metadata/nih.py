@@ -235,7 +235,11 @@ def parse_data_entry(data: str | bytes, source: str = "Data_Entry_2017.csv") -> 
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: empty file; expected the header {','.join(DATA_ENTRY_HEADER)!r}")
-    _check_header(*first, DATA_ENTRY_HEADER, source, _HEADER_ALIASES)
+    names = [_HEADER_ALIASES.get(f.strip(), f.strip()) for f in first[1]]
+    while names and not names[-1]:
+        names.pop()
+    if tuple(names) != DATA_ENTRY_HEADER:
+        return _parse_label_table(first[0], names, rows, source)
     problems = _Problems(source)
     entries: list[DataEntry] = []
     seen: dict[str, int] = {}
@@ -255,6 +259,49 @@ def parse_data_entry(data: str | bytes, source: str = "Data_Entry_2017.csv") -> 
             continue
         seen[entry.image_index] = line
         entries.append(entry)
+    problems.raise_if_any()
+    return entries
+
+
+LABEL_TABLE_REQUIRED = ("Image Index", "Finding Labels")
+PATIENT_UNKNOWN = 10**12
+"""Patient ids from here up stand for "not given": a label table without a Patient ID column gets one per image
+(ArchiveMetadata.patients_known is then False, and splits and intervals are per image)."""
+
+
+def _parse_label_table(line: int, names: list[str], rows: Iterable[tuple[int, list[str]]],
+                       source: str) -> list[DataEntry]:
+    """A table of one's own labels in Data_Entry's vocabulary: `Image Index` and `Finding Labels` columns (any
+    order, other columns ignored), `Patient ID` optional."""
+    missing = [n for n in LABEL_TABLE_REQUIRED if n not in names]
+    if missing:
+        shown = ", ".join(repr(n[:40]) for n in names[:12]) + (" ..." if len(names) > 12 else "")
+        raise ValueError(f"{source}: line {line}: no {' or '.join(repr(m) for m in missing)} column (the header has "
+                         f"{shown}); a label table needs {' and '.join(LABEL_TABLE_REQUIRED)} ('Patient ID' "
+                         "optional), or use NIH's Data_Entry_2017.csv as published")
+    i_image, i_labels = names.index("Image Index"), names.index("Finding Labels")
+    i_patient = names.index("Patient ID") if "Patient ID" in names else None
+    problems = _Problems(source)
+    entries: list[DataEntry] = []
+    seen: dict[str, int] = {}
+    for number, raw in rows:
+        row = _Fields(raw + [""] * (len(names) - len(raw)))
+        image = row.get(_image, i_image)
+        findings, labels = row.get(_findings, i_labels) or ((), ())
+        patient = (row.get(_int, i_patient, "patient ID", 0) if i_patient is not None
+                   else PATIENT_UNKNOWN + len(entries))
+        try:
+            row.done()
+        except ValueError as exc:
+            problems.add(number, str(exc))
+            continue
+        if image in seen:
+            problems.add(number, f"image {image} already listed on line {seen[image]}")
+            continue
+        seen[image] = number
+        entries.append(DataEntry(image_index=image, findings=findings, labels=labels, follow_up=0,
+                                 patient_id=patient, patient_age=0, patient_gender="", view_position="", width=0,
+                                 height=0, spacing_x=0.0, spacing_y=0.0))
     problems.raise_if_any()
     return entries
 
@@ -344,3 +391,8 @@ class ArchiveMetadata:
     train_val: tuple[str, ...] | None
     test: tuple[str, ...] | None
     bboxes: tuple[BBox, ...]
+
+    @property
+    def patients_known(self) -> bool:
+        """False for a label table without a Patient ID column: every image is then its own patient."""
+        return all(e.patient_id < PATIENT_UNKNOWN for e in self.entries)
