@@ -5,17 +5,27 @@ are <run id>-r1, -r2, ... and status, logs and stop act on the latest of them. A
 The cluster's address and token are given as for `tilescope submit` (--address or RAY_ADDRESS; RAY_AUTH_MODE=token
 with the token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).
 
+`status` and `list` take --json for scripts: one object (status) or a list of objects (list), with the run's
+output location, its duration and, while a job prints progress lines ([score] 120/480 images ... ETA 3m05s),
+the latest one parsed into images done / total and the ETA.
+
+    tilescope status score-1f2e3d4c5b6a --address http://127.0.0.1:8265
+    tilescope status score-1f2e3d4c5b6a --json --address http://127.0.0.1:8265
     tilescope logs score-1f2e3d4c5b6a --follow --address http://127.0.0.1:8265
     tilescope stop score-1f2e3d4c5b6a --address http://127.0.0.1:8265
+    tilescope list --json --address http://127.0.0.1:8265
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cli.flags import config_from_args, parser_for
+from cli.progress import format_duration
 from jobs.submit import (
     TERMINAL,
     attempt_of,
@@ -35,6 +45,8 @@ class StatusConfig:
     """Run id printed by `tilescope submit` or `tilescope list` (or one attempt's id, <run id>-rN)."""
     address: str | None = None
     """Ray Jobs API URL, e.g. http://127.0.0.1:8265; default $RAY_ADDRESS."""
+    json: bool = False
+    """Print one JSON object (status, times, output, progress) instead of text."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class StopConfig:
 class ListConfig:
     address: str | None = None
     """Ray Jobs API URL, e.g. http://127.0.0.1:8265; default $RAY_ADDRESS."""
+    json: bool = False
+    """Print a JSON list of runs (one object per submission) instead of a table."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +90,71 @@ class RunInfo:
     message: str
     start_unix: float | None
     end_unix: float | None
+    out: str = ""
+    """The job's --out as submitted (absolute or s3://): where its results are."""
+    progress: Progress | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_unix is None:
+            return None
+        return (self.end_unix or time.time()) - self.start_unix
 
     def describe(self) -> str:
         times = f"started {_when(self.start_unix)}" + (f", ended {_when(self.end_unix)}" if self.end_unix else "")
-        return (f"run {self.run_id} attempt {self.attempt} ({self.submission_id}): {self.status}\n"
-                f"  {times}\n  entrypoint: {self.entrypoint}" + (f"\n  {self.message}" if self.message else ""))
+        if self.duration_s is not None:
+            times += f" ({format_duration(self.duration_s)})"
+        lines = [f"run {self.run_id} attempt {self.attempt} ({self.submission_id}): {self.status}", f"  {times}"]
+        if self.out:
+            lines.append(f"  output: {self.out}")
+        if self.progress is not None:
+            lines.append(f"  progress: {self.progress.line}")
+        lines.append(f"  entrypoint: {self.entrypoint}")
+        if self.message:
+            lines.append(f"  {self.message}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "submission_id": self.submission_id, "attempt": self.attempt,
+                "status": self.status, "job": self.job, "out": self.out or None, "entrypoint": self.entrypoint,
+                "message": self.message, "start_unix": self.start_unix, "end_unix": self.end_unix,
+                "duration_s": self.duration_s, "progress": self.progress.to_json() if self.progress else None}
+
+
+_PROGRESS = re.compile(r"^\[(?P<job>[a-z-]+)\] .*$", re.M)
+_DONE_TOTAL = re.compile(r"(?P<done>\d+)/(?P<total>\d+) (?:images|epochs)")
+_ETA = re.compile(r"ETA (?P<eta>\S+)")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The latest progress line a job printed ([score] ..., [train-tiles] ...), and what it says."""
+
+    line: str
+    done: int | None
+    total: int | None
+    eta: str | None
+
+    def to_json(self) -> dict:
+        return {"line": self.line, "done": self.done, "total": self.total, "eta": self.eta}
+
+
+def progress_of(logs: str) -> Progress | None:
+    """The last progress line in a run's logs, parsed; None when it printed none."""
+    lines = [m.group(0).rstrip() for m in _PROGRESS.finditer(logs)]
+    if not lines:
+        return None
+    line = lines[-1]
+    counts, eta = _DONE_TOTAL.search(line), _ETA.search(line)
+    return Progress(line, int(counts["done"]) if counts else None, int(counts["total"]) if counts else None,
+                    eta["eta"] if eta else None)
+
+
+def _message(message: str) -> str:
+    """Ray's message for a failed job repeats the tail of its logs: keep its first sentence (`tilescope logs`
+    prints the logs, once)."""
+    first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    return re.split(r",? last available logs", first, maxsplit=1)[0].strip()
 
 
 def info_of(details) -> RunInfo:
@@ -88,9 +162,9 @@ def info_of(details) -> RunInfo:
     return RunInfo(
         run_id=meta.get("run_id", details.submission_id), submission_id=details.submission_id,
         attempt=attempt_of(details), status=status_name(details.status), job=meta.get("job", ""),
-        entrypoint=details.entrypoint, message=details.message or "",
+        entrypoint=details.entrypoint, message=_message(details.message or ""),
         start_unix=details.start_time / 1000 if details.start_time else None,
-        end_unix=details.end_time / 1000 if details.end_time else None,
+        end_unix=details.end_time / 1000 if details.end_time else None, out=meta.get("out", ""),
     )
 
 
@@ -102,7 +176,10 @@ def latest_attempt(client, run_id: str):
 
 
 def status(cfg: StatusConfig) -> RunInfo:
-    return info_of(latest_attempt(connect(cfg.address), cfg.run_id))
+    """The latest attempt's state, with the last progress line of its logs."""
+    client = connect(cfg.address)
+    details = latest_attempt(client, cfg.run_id)
+    return replace(info_of(details), progress=progress_of(client.get_job_logs(details.submission_id) or ""))
 
 
 def logs(cfg: LogsConfig, out=sys.stdout) -> RunInfo:
@@ -140,9 +217,22 @@ def _when(unix: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix)) if unix else "-"
 
 
+EXAMPLES = {
+    "status": ["tilescope status score-1f2e3d4c5b6a --address http://127.0.0.1:8265",
+               "tilescope status score-1f2e3d4c5b6a --json | jq .progress.eta"],
+    "logs": ["tilescope logs score-1f2e3d4c5b6a --address http://127.0.0.1:8265",
+             "tilescope logs score-1f2e3d4c5b6a --follow   # until it ends; exit 0 only if it SUCCEEDED"],
+    "stop": ["tilescope stop score-1f2e3d4c5b6a --address http://127.0.0.1:8265",
+             "tilescope submit --resume score-1f2e3d4c5b6a --address http://127.0.0.1:8265   # continue it later"],
+    "list": ["tilescope list --address http://127.0.0.1:8265",
+             "tilescope list --json | jq '.[] | select(.status == \"FAILED\") | .run_id'"],
+}
+
+
 def _parse(cls: type, name: str, doc: str, argv: list[str]):
     positional = ("run_id",) if "run_id" in cls.__dataclass_fields__ else ()
-    parser = parser_for(cls, f"tilescope {name}", doc, positional=positional)
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    parser = parser_for(cls, f"tilescope {name}", doc, positional=positional, epilog=epilog)
     return config_from_args(cls, parser.parse_args(argv))
 
 
@@ -150,7 +240,8 @@ def status_main(argv: list[str] | None = None) -> int:
     cfg = _parse(StatusConfig, "status", "The status of a submitted run.", list(argv or []))
 
     def show() -> int:
-        print(status(cfg).describe())
+        info = status(cfg)
+        print(json.dumps(info.to_json(), indent=2, sort_keys=True) if cfg.json else info.describe())
         return 0
 
     return report_errors("tilescope status", cfg.address, show)
@@ -183,10 +274,14 @@ def list_main(argv: list[str] | None = None) -> int:
 
     def show() -> int:
         runs = list_runs(cfg)
-        print(f"{'SUBMISSION':<32} {'STATUS':<10} {'JOB':<12} {'STARTED':<24} RUN")
+        if cfg.json:
+            print(json.dumps([run.to_json() for run in runs], indent=2, sort_keys=True))
+            return 0
+        print(f"{'SUBMISSION':<32} {'STATUS':<10} {'JOB':<12} {'STARTED':<24} {'TOOK':<8} {'RUN':<28} OUTPUT")
         for run in runs:
+            took = format_duration(run.duration_s) if run.duration_s is not None else "-"
             print(f"{run.submission_id:<32} {run.status:<10} {run.job or '-':<12} {_when(run.start_unix):<24} "
-                  f"{run.run_id}")
+                  f"{took:<8} {run.run_id:<28} {run.out or '-'}")
         return 0
 
     return report_errors("tilescope list", cfg.address, show)

@@ -65,7 +65,8 @@ AUTH_HINT = ("set RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/aut
 @dataclass(frozen=True)
 class SubmitConfig:
     job: str | None = None
-    """Job to run (synth, train, quantize, train-tiles, score, demo); its own flags follow it, or follow --."""
+    """Job to run: synth, train, import, quantize, train-tiles, score, report or demo; its own flags follow it,
+    or follow --."""
     job_args: tuple[str, ...] = ()
     """The job's flags, passed to it unchanged."""
     address: str | None = None

@@ -36,6 +36,10 @@ class FakeClient:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     submitted: list[dict] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    def get_job_logs(self, submission_id):
+        return self.logs.get(submission_id, "")
 
     def list_jobs(self):
         return list(self.jobs.values())
@@ -335,3 +339,39 @@ def test_the_jobs_own_validation_runs_on_the_client_before_anything_is_sent(clie
     with pytest.raises(ValueError, match="score: argument --precision: invalid choice: 'int4'"):
         submit.run(score_config(job_args=(*SCORE_ARGS, "--precision", "int4")))
     assert client.submitted == []
+
+
+def test_status_and_list_for_scripts_show_output_duration_and_progress(client, capsys):
+    import json
+
+    summary = submit.run(score_config())
+    capsys.readouterr()  # submit's own line
+    job = client.jobs[summary.submission_id]
+    job.status, job.start_time = "RUNNING", 1_000_000
+    client.logs[summary.submission_id] = ("run x: 2 shards\n[score] 60/480 images (12.5%)  40.0 images/s  errors 0  "
+                                          "ETA 10s\nsome other line\n[score] 120/480 images (25.0%)  41.2 images/s  "
+                                          "errors 1  ETA 8s\n")
+    assert runs.status_main([summary.run_id, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert (body["status"], body["out"], body["job"]) == ("RUNNING", "s3://b/scores", "score")
+    assert body["progress"] == {"line": "[score] 120/480 images (25.0%)  41.2 images/s  errors 1  ETA 8s",
+                                "done": 120, "total": 480, "eta": "8s"}
+    assert body["duration_s"] > 0
+    assert runs.status_main([summary.run_id]) == 0
+    text = capsys.readouterr().out
+    assert "output: s3://b/scores" in text and "progress: [score] 120/480 images" in text
+    # a failed run's message is one line: Ray's copy of the log tail is left to `tilescope logs`
+    job.status, job.end_time = "FAILED", 1_060_000
+    job.message = ("Job entrypoint command failed with exit code 2, last available logs (truncated to 20,000 "
+                   "chars):\ntilescope score: error: --archive x: not found")
+    assert runs.status_main([summary.run_id]) == 0
+    text = capsys.readouterr().out
+    assert "Job entrypoint command failed with exit code 2" in text and "not found" not in text
+    assert runs.list_main(["--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["run_id"], row["status"], row["out"], row["duration_s"]) == (summary.run_id, "FAILED",
+                                                                             "s3://b/scores", 60.0)
+    assert runs.list_main([]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-2:] == ["RUN", "OUTPUT"] and table[1].split()[-1] == "s3://b/scores"
+    assert "1m00s" in table[1]
