@@ -11,7 +11,8 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 WINDOW_S = 60.0
@@ -164,3 +165,42 @@ class RoundProgress:
 
 def _mean(values: deque[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+@contextmanager
+def stage(job: str, what: str, stream: TextIO | None = None,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """`[job] what ...` when a step starts and `[job] what: done in 12s` when it ends, so a step of seconds or
+    minutes (NNCF calibration, starting Ray, compiling a model) is never silent."""
+    out = stream or sys.stdout
+    print(f"[{job}] {what} ...", file=out, flush=True)
+    t0 = clock()
+    yield
+    print(f"[{job}] {what}: done in {format_duration(clock() - t0)}", file=out, flush=True)
+
+
+class BatchLine:
+    """Progress within a training epoch: at most one line every `every_s` seconds (none for a short epoch), with
+    images/s and the epoch's ETA."""
+
+    def __init__(self, job: str, epochs: int, every_s: float = 10.0, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.job, self.epochs, self.every_s = job, epochs, every_s
+        self.stream = stream or sys.stdout
+        self.clock = clock
+        self.epoch = 0
+        self.t0 = self.last = clock()
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.t0 = self.last = self.clock()
+
+    def update(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s or done >= total:
+            return
+        self.last = now
+        rate = done / (now - self.t0) if now > self.t0 else 0.0
+        eta = format_duration((total - done) / rate) if rate > 0 else "?"
+        print(f"[{self.job}] epoch {self.epoch + 1}/{self.epochs}: {done}/{total} images "
+              f"({100.0 * done / total:.0f}%), {rate:.1f} images/s, epoch ETA {eta}", file=self.stream, flush=True)

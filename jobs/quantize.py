@@ -49,6 +49,7 @@ from actors.openvino_ir import (
 )
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
+from cli.progress import stage
 from cli.provenance import tilescope_versions
 from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source
 from storage.artifacts import require_new, write_artifact
@@ -254,17 +255,27 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     t0 = time.perf_counter()
     require_new(cfg.out, cfg.s3_endpoint)
     plan = input_plan(cfg)
-    source = load_source(plan)
-    images = draw_images(plan, source)
+    with stage("quantize", f"reading the model ({cfg.checkpoint})"):
+        source = load_source(plan)
+    with stage("quantize", f"decoding {cfg.calibration_size} calibration and up to {cfg.eval_size} evaluation "
+                           "images"):
+        images = draw_images(plan, source)
     print(f"calibration: {len(images.calibration)} {cfg.calibration} images, evaluation: {len(images.eval_ids)} "
           + (f"test images of {cfg.archive}" if cfg.archive else "(no --archive)"), flush=True)
     warn_before_quantizing(cfg, source, images)
 
-    p32, ran32 = measure(compile_cpu(source.fp32, IRPrecision.FP32), IRPrecision.FP32, images.eval_pixels)
-    int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
-                         control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
-                         bias_correction=cfg.bias_correction)
-    p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
+    n_eval = len(images.eval_pixels)
+    with stage("quantize", f"FP32 on {n_eval} evaluation images"):
+        p32, ran32 = measure(compile_cpu(source.fp32, IRPrecision.FP32), IRPrecision.FP32, images.eval_pixels)
+    with stage("quantize", f"NNCF INT8 calibration on {len(images.calibration)} images ({cfg.preset}, ranges "
+                           f"{cfg.ranges}, bias correction {cfg.bias_correction}"
+                           + (", accuracy control" if cfg.max_drop is not None or cfg.max_prob_diff is not None
+                              else "") + ")"):
+        int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
+                             control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
+                             bias_correction=cfg.bias_correction)
+    with stage("quantize", f"INT8 on {n_eval} evaluation images"):
+        p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
     int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)
     check_agreement(cfg, int8_vs_fp32, ran8)
     ran = {IRKind.FP32: ran32.to_json(), IRKind.INT8: ran8.to_json()}

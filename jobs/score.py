@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from actors.openvino_ir import IRPrecision
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import connect_ray, job_main
+from cli.progress import stage
 from cli.provenance import tilescope_versions
 from storage.archives import list_shards
 from storage.artifacts import open_typed
@@ -30,7 +32,6 @@ from storage.metadata_files import default_metadata_uri, load_metadata
 from storage.results import (
     RUN_CLAIM,
     RUN_MANIFEST,
-    count_precisions,
     count_results,
     model_dir_name,
     read_json,
@@ -40,7 +41,7 @@ from storage.results import (
 from storage.run_claim import Chunking, RunClaim, new_claim, reconcile
 from storage.run_commit import compact, remove_leftovers, repair_overlaps, verify_committed, verify_complete
 from storage.run_lease import holding
-from storage.run_manifest import RunManifest, read_manifest, write_manifest
+from storage.run_manifest import RunManifest, ran_record, read_manifest, write_manifest
 from xray.codec.decode import DEFAULT_MAX_PIXELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest, ScorableManifest
 
@@ -202,8 +203,11 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
         stream_seconds = 0.0
         actors = 0
         if todo:
-            connect_ray()
+            with stage("score", "starting Ray" if not os.environ.get("RAY_ADDRESS") else "joining the cluster"):
+                connect_ray()
             actors = pool_size(cfg)
+            print(f"[score] {actors} scorer actors start and compile the model; rows follow the first chunk",
+                  flush=True)
             t_stream = time.perf_counter()
             written = _stream(cfg, todo, progress.chunks, out.uri, artifact, manifest, run_id, labels, cost,
                               expected_total=len(expected) if expected else None, heartbeat=holder.heartbeat)
@@ -231,7 +235,7 @@ def run(cfg: ScoreConfig) -> ScoreSummary:
             pipeline_seconds_this_attempt=stream_seconds, images_per_s=rate,
             cost=cost.record(*scoring_shape(manifest), images_per_s=rate, scorer_cpus=actors * cfg.actor_cpus),
             model=manifest.model, artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
-            **_precision_record(cfg, out), labels=tuple(labels), shards=tuple(s.name for s in shards),
+            **ran_record(out, str(cfg.precision)), labels=tuple(labels), shards=tuple(s.name for s in shards),
             config=_public_config(cfg), versions=_versions(ray.__version__))
         holder.verify("writing the manifest")
         write_manifest(out, committed)
@@ -369,14 +373,6 @@ def pool_size(cfg: ScoreConfig) -> int:
     if cfg.actors:
         return cfg.actors
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.actor_cpus))
-
-
-def _precision_record(cfg: ScoreConfig, out) -> dict:
-    """What ran, as the rows record it: `precision` (one label, or several joined by '/' when nodes differed),
-    the precision asked for, and every (precision, cpu_isa) pair with its rows."""
-    ran = count_precisions(out)
-    return {"precision": "/".join(dict.fromkeys(r["precision"] for r in ran)) or str(cfg.precision),
-            "requested_precision": str(cfg.precision), "ran": tuple(ran)}
 
 
 def _public_config(cfg: ScoreConfig) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
+from cli.progress import BatchLine
 from cli.provenance import tilescope_versions
 from storage.artifacts import require_new, write_artifact
 from storage.fs import resolve
@@ -125,7 +126,15 @@ def run(cfg: TrainConfig) -> TrainSummary:
         print(f"epoch {r.epoch + 1}/{cfg.epochs} loss {r.loss:.4f} val mean AUROC {r.val_mean_auroc:.4f} "
               f"{r.images_per_s:.1f} img/s", flush=True)
 
-    history = fit(model, train, val, cfg.epochs, cfg.batch_size, cfg.lr, path, cfg.seed, on_epoch=report)
+    batches = BatchLine("train", cfg.epochs)
+
+    def on_batch(epoch: int, done: int, total: int) -> None:
+        if done <= cfg.batch_size:
+            batches.start_epoch(epoch)
+        batches.update(done, total)
+
+    history = fit(model, train, val, cfg.epochs, cfg.batch_size, cfg.lr, path, cfg.seed, on_epoch=report,
+                  on_batch=on_batch)
     test_auroc = per_label_auroc(test[1], predict_probs(model, test[0], cfg.batch_size, path))
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)

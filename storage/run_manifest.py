@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from storage.fs import Location, read_json, write_json
-from storage.results import RESULTS_SCHEMA_VERSION, RUN_MANIFEST
+from storage.results import RESULTS_SCHEMA_VERSION, RUN_MANIFEST, count_precisions
 
 REQUIRED = ("run_id", "rows", "ok", "errors")
 """What every version of the manifest has held: a committed run's counts and id."""
@@ -101,3 +101,11 @@ def read_manifest(run: Location) -> RunManifest | None:
 def write_manifest(run: Location, manifest: RunManifest) -> None:
     """Commit the run: `_manifest.json` written atomically, after every row (the commit marker)."""
     write_json(run, RUN_MANIFEST, manifest.to_json())
+
+
+def ran_record(run: Location, requested: str) -> dict[str, Any]:
+    """What ran, as the run's rows record it: `precision` (one label, or several joined by '/' when nodes
+    differed), the precision asked for, and every (precision, cpu_isa) pair with its rows."""
+    ran = count_precisions(run)
+    return {"precision": "/".join(dict.fromkeys(r["precision"] for r in ran)) or requested,
+            "requested_precision": requested, "ran": tuple(ran)}

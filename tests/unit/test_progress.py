@@ -130,3 +130,32 @@ def test_round_progress_verbose_lines_a_lost_unit_and_a_resumed_position():
         "[train-tiles] round 3/3: 3/3 epochs (1/1 positions trained), 300 tiles/s on 1 actor, "
         "val mean AUROC 0.75-0.75, ETA 8s",
     ]
+
+
+def test_a_stage_says_when_it_starts_and_how_long_it_took():
+    import io
+
+    from cli.progress import stage
+
+    out, times = io.StringIO(), iter([10.0, 25.0])
+    with stage("quantize", "NNCF INT8 calibration on 300 images", stream=out, clock=lambda: next(times)):
+        pass
+    assert out.getvalue().splitlines() == ["[quantize] NNCF INT8 calibration on 300 images ...",
+                                           "[quantize] NNCF INT8 calibration on 300 images: done in 15s"]
+
+
+def test_batch_lines_within_an_epoch_are_throttled_and_carry_rate_and_eta():
+    import io
+
+    from cli.progress import BatchLine
+
+    now = [0.0]
+    out = io.StringIO()
+    line = BatchLine("train", epochs=5, every_s=10.0, stream=out, clock=lambda: now[0])
+    line.start_epoch(1)
+    for done, t in ((32, 2.0), (64, 4.0), (320, 10.0), (352, 11.0), (640, 20.0), (1000, 31.0)):
+        now[0] = t
+        line.update(done, 1000)
+    lines = out.getvalue().splitlines()
+    assert lines == ["[train] epoch 2/5: 320/1000 images (32%), 32.0 images/s, epoch ETA 21s",
+                     "[train] epoch 2/5: 640/1000 images (64%), 32.0 images/s, epoch ETA 11s"]  # none at the end

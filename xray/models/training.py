@@ -65,8 +65,10 @@ def train_epoch(
     batch_size: int,
     path: MathPath,
     rng: np.random.Generator,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> float:
-    """One pass over (images, labels) in a seeded random order; returns the mean loss."""
+    """One pass over (images, labels) in a seeded random order; returns the mean loss. on_batch(images done,
+    images in the epoch) after each step (progress lines)."""
     model.train()
     order = rng.permutation(images.shape[0])
     total, seen = 0.0, 0
@@ -84,6 +86,8 @@ def train_epoch(
         optimizer.step()
         total += float(loss.detach()) * len(idx)
         seen += len(idx)
+        if on_batch is not None:
+            on_batch(start + len(idx), len(order))
     return total / max(seen, 1)
 
 
@@ -113,8 +117,10 @@ def fit(
     start_epoch: int = 0,
     optimizer_state: dict | None = None,
     on_epoch: Callable[[EpochResult, nn.Module, torch.optim.Optimizer], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> list[EpochResult]:
-    """Train for epochs [start_epoch, epochs), validating after each; on_epoch may checkpoint.
+    """Train for epochs [start_epoch, epochs), validating after each; on_epoch may checkpoint; on_batch(epoch,
+    images done, images in the epoch) after each step.
 
     Resuming: pass the epoch to start at and the optimizer state saved with the weights. Every epoch is
     seeded by (seed, epoch) alone (batch order and torch's generator), so training epochs one call at a
@@ -136,7 +142,8 @@ def fit(
         rng = np.random.default_rng([seed, epoch])
         torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
         t0 = time.perf_counter()
-        loss = train_epoch(model, optimizer, loss_fn, train[0], train[1], batch_size, path, rng)
+        loss = train_epoch(model, optimizer, loss_fn, train[0], train[1], batch_size, path, rng,
+                           None if on_batch is None else (lambda done, n, e=epoch: on_batch(e, done, n)))
         seconds = time.perf_counter() - t0
         probs = predict_probs(model, val[0], batch_size, path) if len(val[0]) else None
         aurocs = per_label_auroc(val[1], probs) if probs is not None else [math.nan] * train[1].shape[1]
