@@ -17,6 +17,8 @@ from tests.conftest import REPO
 OURS = [re.compile(p) for p in (
     r"run \S+: \d+ shards \(\d+ already complete\), model ",
     r"\[score\] \d+(/\d+)? images ",
+    r"\[score\] (starting Ray|joining the cluster)( \.\.\.|: done in \S+)$",
+    r"\[score\] \d+ scorer actors start and compile the model",
     r"run \S+ complete: \d+ rows, ",
     r"grid \d+x\d+ of \d+px tiles ",
     r"decoded \d+ images once ",
