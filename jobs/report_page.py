@@ -104,10 +104,13 @@ def build_page(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImag
                            "the labels whose threshold the image reaches; findings: Data_Entry_2017.csv."),
         errors=_view(tables["errors"]), overlays=drawn, overlay_note=overlay_note,
         overlay_caption=(f"Each label's highest-probability flagged image of {view} (images with a BBox_List box "
-                         "for the label first). The heatmap is the label's probability per cell on one scale for "
-                         f"every image, blended at {HEAT_OPACITY:.0%} over the X-ray. Magenta: BBox_List_2017 "
+                         "for the label first). The heatmap is the label's probability per cell, coloured from the "
+                         "image's own lowest cell (dark) to its highest (yellow) so its structure shows: the range "
+                         f"is under each image. Blended at {HEAT_OPACITY:.0%} over the X-ray. Magenta: BBox_List_2017 "
                          "boxes (solid: the label shown, dashed: the image's other boxed findings)."),
-        colour_bar=colour_bar_svg("heatmap: probability of the label per cell") if drawn else "", notes=notes)
+        colour_bar=colour_bar_svg("heatmap colours, per image (its range is under it)",
+                                  ticks=("lowest cell", "", "", "", "highest cell")) if drawn else "",
+        notes=notes)
 
 
 def _split_words(split: Split) -> str:

@@ -49,7 +49,7 @@ from xray.metadata.labels import LABELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest
 from xray.metadata.splits import ModelSplit, Split, split_by_patient
 from xray.report.html import Overlay
-from xray.report.plots import heatmap_overlay_png
+from xray.report.plots import heatmap_overlay_png, heatmap_scale
 
 
 @dataclass(frozen=True)
@@ -308,10 +308,12 @@ def overlays(run: ScoredRun, images: ScoredImages, sc: Screening, meta: ArchiveM
         except DecodeError:
             missing.append(image_id)
             continue
-        png, width, height = heatmap_overlay_png(gray, heatmaps[image_id][order.index(label)])
-        scale = width / gray.shape[1]
-        drawn = tuple((b.label, b.x * scale, b.y * scale, b.w * scale, b.h * scale) for b in boxes.get(image_id, ()))
+        heat = heatmaps[image_id][order.index(label)]
+        scale = heatmap_scale(heat)
+        png, width, height = heatmap_overlay_png(gray, heat, scale=scale)
+        zoom = width / gray.shape[1]
+        drawn = tuple((b.label, b.x * zoom, b.y * zoom, b.w * zoom, b.h * zoom) for b in boxes.get(image_id, ()))
         result.append(Overlay(image_id, label, float(images.probs[row, j]), float(sc.thresholds[j]),
-                              str(images.truth.findings[row]), png, width, height, drawn))
+                              str(images.truth.findings[row]), png, width, height, drawn, scale))
     note = f"No heatmap or image found for {', '.join(missing)}." if missing else ""
     return result, note

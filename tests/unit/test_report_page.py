@@ -168,13 +168,14 @@ def test_roc_svg_points_lie_in_the_plot_box_and_the_legend_names_both_runs():
                   operating_point=(0.5, 0.9))
     points = re.search(r'class="roc-curve" points="([^"]+)"', svg).group(1).split()
     xy = np.array([[float(v) for v in p.split(",")] for p in points])
-    assert xy[0].tolist() == [44.0, 196.0]  # (0, 0): bottom left of the box (44, 22, 186 x 174)
+    assert xy[0].tolist() == [48.0, 190.0]  # (0, 0): bottom left of the box (48, 22, 182 x 168)
     assert xy[-1].tolist() == [230.0, 22.0]  # (1, 1): top right
     assert "AUROC 0.700 [0.600, 0.800]" in svg
     legend = re.findall(r'class="legend-text">([^<]+)<', svg)
     assert legend == ["run 0.700", "baseline 0.500", "threshold"]
     dot = re.search(r'class="operating-point" cx="([\d.]+)" cy="([\d.]+)"', svg)
-    assert (float(dot.group(1)), float(dot.group(2))) == (137.0, pytest.approx(22 + 0.1 * 174, abs=0.05))
+    assert (float(dot.group(1)), float(dot.group(2))) == (139.0, pytest.approx(22 + 0.1 * 168, abs=0.05))
+    assert min(float(v) for v in re.findall(r'font-size="([\d.]+)"', svg)) >= 11  # no text under 11 px
     for label in ("sensitivity", "1 - specificity"):
         assert f">{label}</text>" in svg
     empty = roc_svg("Hernia", np.empty(0), np.empty(0), float("nan"), float("nan"), float("nan"))
@@ -192,10 +193,15 @@ def test_histogram_has_a_percent_axis_a_legend_and_the_threshold():
                                                                 "threshold 0.42 (fit split)"]
     assert ">% of class</text>" in svg and ">probability</text>" in svg
     heights = {float(h) for h in re.findall(r'class="bar-pos"[^>]*height="([\d.]+)"', svg)}
-    assert max(heights) == pytest.approx(0.7 * 132, abs=0.1)  # 70% of a 132 px tall box
+    assert max(heights) == pytest.approx(0.7 * 146, abs=0.1)  # 70% of a 146 px tall box
+    assert min(float(v) for v in re.findall(r'font-size="([\d.]+)"', svg)) >= 11
     flat = histogram_svg("Mass", edges, np.full(20, 2), np.full(20, 5), math.nan)  # 5% per bin -> axis to 5%
     assert re.findall(r'class="y-tick">([^<]+)<', flat) == ["0", "1", "2", "3", "4", "5"]
     assert 'class="threshold"' not in flat
+    # scores on their own range: the x ticks name it
+    narrow = histogram_svg("Mass", np.linspace(0.01, 0.05, 21), pos, neg, 0.03)
+    ticks = re.findall(r'font-size="11" text-anchor="middle" font-family="sans-serif" >([^<]+)<', narrow)
+    assert ticks[:5] == ["0.01", "0.02", "0.03", "0.04", "0.05"]
 
 
 def test_auroc_chart_axis_legend_baseline_intervals_and_delta_panel():
@@ -296,3 +302,20 @@ def test_validate_names_every_bad_flag():
     cfg = ReportConfig(results=("a",), metadata="m", out="o")
     validate(cfg)
     assert cfg.fit_split is Split.VAL and cfg.eval_split is Split.TEST and cfg.view_split is None
+
+
+def test_a_faint_heatmap_scaled_to_its_own_range_shows_its_structure():
+    from xray.report.plots import heatmap_scale
+
+    gray = np.full((64, 128), 100, np.uint8)
+    faint = np.array([[0.01, 0.02, 0.03, 0.05], [0.01, 0.01, 0.01, 0.01]], np.float32)
+    assert heatmap_scale(faint) == (pytest.approx(0.01), pytest.approx(0.05))
+    assert heatmap_scale(np.full((2, 2), 0.3)) == (0.0, 1.0)  # flat: read on the absolute scale
+    absolute = np.asarray(Image.open(io.BytesIO(heatmap_overlay_png(gray, faint, size=128)[0]))).astype(int)
+    scaled = np.asarray(Image.open(io.BytesIO(heatmap_overlay_png(gray, faint, size=128,
+                                                                  scale=heatmap_scale(faint))[0]))).astype(int)
+    blend = (1 - HEAT_OPACITY) * 100
+    # on the absolute scale hot and cold cells are one colour (washed out); scaled, they span viridis
+    assert np.abs(absolute[5, 120] - absolute[60, 5]).max() <= 10
+    assert np.abs(scaled[5, 120] - (blend + HEAT_OPACITY * VIRIDIS[-1])).max() <= 3
+    assert np.abs(scaled[60, 5] - (blend + HEAT_OPACITY * VIRIDIS[0])).max() <= 3

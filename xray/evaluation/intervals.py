@@ -210,9 +210,15 @@ class ClassHistogram:
 
 
 def class_histogram(y: np.ndarray, s: np.ndarray, bins: int = 20) -> ClassHistogram:
-    """(N,) labels and probabilities -> per-class counts over `bins` equal bins of [0, 1] (1.0 in the last)."""
+    """(N,) labels and probabilities -> per-class counts over `bins` equal bins spanning the scores' own range
+    (a model whose probabilities all sit below 0.05 still spreads over every bin instead of one bar); [0, 1] when
+    the scores are (nearly) all one value. The last bin includes its right edge."""
     pos, neg = _classes(y, s)
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    both = np.concatenate([pos, neg])
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = 0.0, 1.0
+    edges = np.linspace(lo, hi, bins + 1)
     return ClassHistogram(edges, np.histogram(pos, edges)[0], np.histogram(neg, edges)[0])
 
 

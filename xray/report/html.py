@@ -53,6 +53,8 @@ class Overlay:
     width: int
     height: int
     boxes: tuple[tuple[str, float, float, float, float], ...] = ()
+    scale: tuple[float, float] = (0.0, 1.0)
+    """The heatmap's colour range on this image: scale[0] is viridis' dark end, scale[1] its yellow end."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def _overlays(page: ReportPage) -> str:
         figures.append(f'<figure class="overlay">{overlay_svg(o.png, o.width, o.height, o.boxes, o.label)}'
                        f"<figcaption><b>{escape(o.image_id)}</b><br>{escape(o.label)} "
                        f"{format_probability(o.prob)} (threshold {format_probability(o.threshold)})<br>"
-                       f"truth: {escape(o.findings or 'not listed')}; {escape(box_text)}</figcaption></figure>")
+                       f"truth: {escape(o.findings or 'not listed')}; {escape(box_text)}<br>"
+                       f"colour: {o.scale[0]:.3g} (dark) to {o.scale[1]:.3g} (yellow)</figcaption></figure>")
     caption = f'<p class="note">{escape(page.overlay_caption)}</p>' if page.overlay_caption else ""
     return caption + page.colour_bar + note + '<div class="grid">' + "".join(figures) + "</div>"
 

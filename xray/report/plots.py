@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
@@ -41,7 +42,12 @@ def _num(v: float) -> str:
     return f"{v:.1f}"
 
 
+MIN_FONT_PX = 11
+"""No text on the page is smaller (the plots are drawn at 1:1, so SVG units are CSS pixels)."""
+
+
 def _text(x: float, y: float, body: str, size: float = 11, anchor: str = "start", extra: str = "") -> str:
+    size = max(size, MIN_FONT_PX)
     return (f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size:g}" text-anchor="{anchor}" '
             f'font-family="sans-serif" {extra}>{escape(body)}</text>')
 
@@ -93,7 +99,7 @@ class _Box:
                 f'height="{_num(self.height)}" fill="none" stroke="#444" stroke-width="1"/>')
 
 
-def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size: float = 9) -> str:
+def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size: float = MIN_FONT_PX) -> str:
     """A boxed legend whose bottom-right corner is at (right, bottom); items are (mark, colour, text) with mark
     one of line, dashed, dot, bar, whisker."""
     row, sample = size + 5, 18
@@ -121,18 +127,24 @@ def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size
     return "".join(parts)
 
 
+def tick_text(value: float) -> str:
+    """A tick label: at most three significant digits."""
+    return f"{value:.3g}"
+
+
 def _axes(box: _Box, ticks: list[float], xlabel: str, ylabel: str,
-          y_ticks: list[tuple[float, str]] | None = None) -> list[str]:
+          y_ticks: list[tuple[float, str]] | None = None,
+          x_text: Callable[[float], str] = tick_text) -> list[str]:
     """Grid lines, tick labels and axis titles of a unit box: x ticks in [0, 1]; y ticks (position in [0, 1],
     text), the x ticks when None."""
     parts = []
     for t in ticks:
         parts.append(_line(box.x(t), box.top, box.x(t), box.bottom, _GRID))
-        parts.append(_text(box.x(t), box.bottom + 11, f"{t:g}", 8.5, "middle"))
-    for t, text in y_ticks if y_ticks is not None else [(t, f"{t:g}") for t in ticks]:
+        parts.append(_text(box.x(t), box.bottom + 13, x_text(t), 11, "middle"))
+    for t, text in y_ticks if y_ticks is not None else [(t, tick_text(t)) for t in ticks]:
         parts.append(_line(box.left, box.y(t), box.right, box.y(t), _GRID))
-        parts.append(_text(box.left - 3, box.y(t) + 3, text, 8.5, "end", 'class="y-tick"'))
-    parts.append(_text(box.x(0.5), box.bottom + 24, xlabel, 9, "middle"))
+        parts.append(_text(box.left - 3, box.y(t) + 4, text, 11, "end", 'class="y-tick"'))
+    parts.append(_text(box.x(0.5), box.bottom + 27, xlabel, 11, "middle"))
     cy = box.y(0.5)
     parts.append(_text(11, cy, ylabel, 9, "middle", f'transform="rotate(-90 11 {_num(cy)})"'))
     return parts
@@ -140,10 +152,10 @@ def _axes(box: _Box, ticks: list[float], xlabel: str, ylabel: str,
 
 def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: float, high: float,
             baseline: tuple[np.ndarray, np.ndarray] | None = None, baseline_auroc: float = math.nan,
-            operating_point: tuple[float, float] | None = None, size: int = 260) -> str:
+            operating_point: tuple[float, float] | None = None, size: int = 300) -> str:
     """One label's ROC curve (fpr, tpr (K,)), the baseline run's dashed when given, the threshold's operating
     point, and a legend."""
-    box = _Box(44, 22, size - 54, size - 66)
+    box = _Box(48, 22, size - 58, size - 72)
     parts = [f'<svg class="roc" data-label="{escape(label)}" width="{size}" height="{size}" '
              f'viewBox="0 0 {size} {size}" {_SVG_NS} role="img">',
              _text(size / 2, 14, label, 12, "middle", 'font-weight="bold"')]
@@ -166,7 +178,7 @@ def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: flo
                      'stroke="white"/>')
         legend.append(("dot", THRESHOLD_COLOUR, "threshold"))
     if legend:
-        parts.append(_legend(legend, box.right - 3, box.bottom - 3, 8.5))
+        parts.append(_legend(legend, box.right - 3, box.bottom - 3))
     caption = (f"AUROC {format_interval(auroc, low, high)}" if fpr.size else "one class only: no curve")
     parts.append(_text(size / 2, size - 4, caption, 10, "middle"))
     parts.append("</svg>")
@@ -182,11 +194,14 @@ def _nice_top(value: float) -> tuple[float, int]:
 
 
 def histogram_svg(label: str, edges: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
-                  threshold: float, size: tuple[int, int] = (260, 224)) -> str:
+                  threshold: float, size: tuple[int, int] = (300, 250)) -> str:
     """Score histograms of one label: each class as a share of its own images per bin (B bins, edges (B+1,)),
-    side by side, with a y axis in percent, a legend and the fitted threshold as a vertical line."""
+    side by side, with a y axis in percent, a legend and the fitted threshold as a vertical line. The x axis
+    spans the edges (the scores' own range, xray.evaluation.intervals.class_histogram), not always [0, 1]."""
     width, height = size
-    box = _Box(44, 20, width - 54, height - 92)
+    lo_edge, hi_edge = float(edges[0]), float(edges[-1])
+    span = (hi_edge - lo_edge) or 1.0
+    box = _Box(48, 20, width - 58, height - 104)
     shares = [c / c.sum() if c.sum() else np.zeros_like(c, dtype=float) for c in (negatives, positives)]
     peak = float(max(s.max(initial=0.0) for s in shares))
     top, steps = _nice_top(peak) if peak > 0 else (1.0, 5)
@@ -194,28 +209,29 @@ def histogram_svg(label: str, edges: np.ndarray, positives: np.ndarray, negative
              f'viewBox="0 0 {width} {height}" {_SVG_NS} role="img">',
              _text(width / 2, 13, label, 12, "middle", 'font-weight="bold"')]
     parts += _axes(box, [0.0, 0.25, 0.5, 0.75, 1.0], "probability", "% of class",
-                   [(k / steps, f"{100 * top * k / steps:g}") for k in range(steps + 1)])
+                   [(k / steps, f"{100 * top * k / steps:g}") for k in range(steps + 1)],
+                   x_text=lambda u: tick_text(lo_edge + u * span))
     for share, colour, offset, cls in ((shares[0], NEGATIVE_COLOUR, 0.0, "neg"),
                                        (shares[1], POSITIVE_COLOUR, 0.5, "pos")):
         for b, value in enumerate(share):
             if value <= 0:
                 continue
-            lo, hi = edges[b], edges[b + 1]
+            lo, hi = (edges[b] - lo_edge) / span, (edges[b + 1] - lo_edge) / span
             x0, y0, bar_w = box.x(lo + (hi - lo) * offset), box.y(value / top), box.width * (hi - lo) / 2
             parts.append(f'<rect class="bar-{cls}" x="{_num(x0)}" y="{_num(y0)}" width="{_num(bar_w)}" '
                          f'height="{_num(box.bottom - y0)}" fill="{colour}"/>')
     parts.append(box.frame())
     if not math.isnan(threshold):
-        tx = box.x(min(max(threshold, 0.0), 1.0))
+        tx = box.x(min(max((threshold - lo_edge) / span, 0.0), 1.0))
         parts.append(f'<line class="threshold" x1="{_num(tx)}" y1="{_num(box.top)}" x2="{_num(tx)}" '
                      f'y2="{_num(box.bottom)}" stroke="{THRESHOLD_COLOUR}" stroke-width="2" stroke-dasharray="4 2"/>')
     # Below the axes, where it hides no bar.
     parts.append(_legend_row([("bar", POSITIVE_COLOUR, f"with finding (n={int(positives.sum())})"),
                               ("bar", NEGATIVE_COLOUR, f"without (n={int(negatives.sum())})")],
-                             box.left - 30, box.bottom + 40, 8.5))
+                             box.left - 40, box.bottom + 44, 11))
     if not math.isnan(threshold):
         parts.append(_legend_row([("dashed", THRESHOLD_COLOUR, f"threshold {threshold:.3g} (fit split)")],
-                                 box.left - 30, box.bottom + 55, 8.5))
+                                 box.left - 40, box.bottom + 62, 11))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -344,8 +360,10 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return VIRIDIS[i] * (1.0 - frac) + VIRIDIS[i + 1] * frac
 
 
-def colour_bar_svg(caption: str, width: int = 340) -> str:
-    """The heatmaps' one scale: viridis from 0 to 1 with ticks, as a horizontal bar."""
+def colour_bar_svg(caption: str, width: int = 340,
+                   ticks: tuple[str, ...] = ("0", "0.25", "0.5", "0.75", "1")) -> str:
+    """The heatmaps' colour scale: viridis from its dark to its yellow end with evenly spaced tick labels (values,
+    or words such as 'lowest' / 'highest' when every image has its own range), as a horizontal bar."""
     stops = "".join(f'<stop offset="{k / (len(VIRIDIS) - 1):.4f}" stop-color="rgb({r:.0f},{g:.0f},{b:.0f})"/>'
                     for k, (r, g, b) in enumerate(VIRIDIS))
     box = _Box(10, 20, width - 20, 16)
@@ -354,23 +372,37 @@ def colour_bar_svg(caption: str, width: int = 340) -> str:
              _text(box.left, 13, caption, 10),
              f'<rect class="colour-bar-scale" x="{_num(box.left)}" y="{_num(box.top)}" width="{_num(box.width)}" '
              f'height="{_num(box.height)}" fill="url(#viridis)" stroke="#444"/>']
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+    for k, text in enumerate(ticks):
+        t = k / max(len(ticks) - 1, 1)
         parts.append(_line(box.x(t), box.bottom, box.x(t), box.bottom + 4, "#444"))
-        parts.append(_text(box.x(t), box.bottom + 15, f"{t:g}", 9, "middle"))
+        anchor = "start" if k == 0 else "end" if k == len(ticks) - 1 else "middle"
+        parts.append(_text(box.x(t), box.bottom + 15, text, 11, anchor))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray, size: int = 256,
-                        opacity: float = HEAT_OPACITY) -> tuple[bytes, int, int]:
+def heatmap_scale(heat: np.ndarray) -> tuple[float, float]:
+    """The range a heatmap is coloured over so its structure shows: its own lowest and highest cell (a map
+    whose cells are all alike gets [0, 1], where it reads as the flat value it is)."""
+    h = np.nan_to_num(np.asarray(heat, dtype=np.float64))
+    if h.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(h.min()), float(h.max())
+    return (lo, hi) if hi - lo > 1e-6 else (0.0, 1.0)
+
+
+def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray, size: int = 256, opacity: float = HEAT_OPACITY,
+                        scale: tuple[float, float] = (0.0, 1.0)) -> tuple[bytes, int, int]:
     """(H, W) uint8 image and (gh, gw) heatmap of one label (probabilities) -> (PNG bytes, width, height): the
-    image with its longest side `size`, and the heatmap stretched over it on viridis, on one absolute scale
-    (0 and 1 are the same colours on every image), blended at `opacity`."""
+    image with its longest side `size`, and the heatmap stretched over it on viridis from scale[0] (dark) to
+    scale[1] (yellow), blended at `opacity`; the default (0, 1) is one absolute scale for every image."""
+    lo, hi = scale
     img = Image.fromarray(np.asarray(gray, dtype=np.uint8))
-    scale = size / max(img.size)
-    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+    zoom = size / max(img.size)
+    img = img.resize((max(1, round(img.width * zoom)), max(1, round(img.height * zoom))),
                      Image.Resampling.BILINEAR)
-    heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    heat = np.clip((np.nan_to_num(np.asarray(heat, dtype=np.float32)) - lo) / ((hi - lo) or 1.0), 0.0, 1.0)
+    heat = heat.astype(np.float32)
     up = np.asarray(Image.fromarray(heat).resize(img.size, Image.Resampling.BILINEAR), dtype=np.float64)
     base = np.repeat(np.asarray(img, dtype=np.float64)[..., None], 3, axis=2)
     rgb = base * (1.0 - opacity) + colormap(up) * opacity
