@@ -40,8 +40,8 @@ from jobs.report_stages import (
     select_scored,
 )
 from jobs.report_tables import auroc_table, errors_table, screening_table, thresholds_table
-from storage.fs import check_reachable, list_files, read_bytes, resolve
-from storage.metadata_files import load_metadata
+from storage.fs import check_reachable, exists, list_files, read_bytes, resolve
+from storage.metadata_files import SYNTH_MARKER, load_metadata
 from storage.prediction_files import open_scored
 from storage.report_files import write_table, write_text
 from storage.results import RowStatus
@@ -97,6 +97,9 @@ class ReportConfig:
     """Images listed in the page's screening view (the screening tables hold every image of the view split)."""
     overlays: int = 8
     """Flagged images drawn with their heatmap, one label at a time (runs with heatmaps and --archive only)."""
+    name: tuple[str, ...] = ()
+    """Names for the runs on the page and in report.json, in --results order (default: the run directory or file
+    name, with the precision)."""
     allow_partial: bool = False
     """Report on a run that is not committed yet (no _manifest.json): the rows written so far."""
     force: bool = False
@@ -126,6 +129,9 @@ def validate(cfg: ReportConfig) -> None:
     problems = []
     if len(cfg.results) not in (1, 2):
         problems.append(f"--results takes one run, or two to compare (got {len(cfg.results)})")
+    if len(cfg.name) > len(cfg.results) or any(not n.strip() or len(n) > 80 for n in cfg.name):
+        problems.append(f"--name gives one name (1-80 characters) per --results, in order (got {len(cfg.name)} for "
+                        f"{len(cfg.results)})")
     problems += coerce_choices(cfg)
     if not 0.0 < cfg.target_sensitivity <= 1.0:
         problems.append("--target-sensitivity must be in (0, 1]")
@@ -157,7 +163,7 @@ def run(cfg: ReportConfig) -> ReportSummary:
     meta = load_metadata(cfg.metadata, cfg.s3_endpoint)
     val_list = _read_val_list(cfg)
     known = [model_split_of(r, meta, val_list, cfg.val_list, cfg.s3_endpoint) for r in runs]
-    names = run_names(runs)
+    names = [*cfg.name, *run_names(runs)[len(cfg.name):]]
     images = [select_scored(r, meta, name, k.split) for r, name, k in zip(runs, names, known, strict=True)]
     primary, baseline = images[0], (images[1] if len(images) > 1 else None)
     if primary.image_id.size and not primary.truth.known.any():
@@ -197,8 +203,10 @@ def run(cfg: ReportConfig) -> ReportSummary:
     tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),
               "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
     drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
+    synthetic = _synthetic(cfg)
     settings = PageSettings(cfg.metadata, cfg.eval_split, cfg.fit_split, cfg.apply_split, cfg.view_split,
-                            cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top)
+                            cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top, synthetic,
+                            no_thresholds)
     page = build_page(settings, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
 
     files = []
@@ -220,6 +228,12 @@ def run(cfg: ReportConfig) -> ReportSummary:
              else f"thresholds fit on {fit}, {flagged} flagged on {apply}")
           + f"; {summary.seconds:.1f}s -> {out.uri}/report.html", flush=True)
     return summary
+
+
+def _synthetic(cfg: ReportConfig) -> bool:
+    """Whether the metadata came from `tilescope synth`: its marker lies beside it."""
+    folder = cfg.metadata.rsplit("/", 1)[0] if "/" in cfg.metadata else "."
+    return exists(resolve(f"{folder}/{SYNTH_MARKER}", cfg.s3_endpoint))
 
 
 def _read_val_list(cfg: ReportConfig) -> frozenset[str] | None:
@@ -335,7 +349,7 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     return job_main(ReportConfig, run, "tilescope report", __doc__, argv,
-                    rewrite_argv=lambda args: merge_repeated(args, "--results"))
+                    rewrite_argv=lambda args: merge_repeated(merge_repeated(args, "--results"), "--name"))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.report_stages import Evaluation, KnownSplit, ScoredImages, Screening, view_rows
+from jobs.report_summary import SummarySettings, summarise
 from storage.results import RowStatus
 from storage.scored_runs import ScoredRun
 from xray.evaluation.screening import FlagAgreement
 from xray.metadata.splits import Split
-from xray.report.html import Overlay, ReportPage, TableView
+from xray.report.html import BADGE_COLUMN, Overlay, ReportPage, TableView
 from xray.report.plots import (
     HEAT_OPACITY,
     Estimates,
@@ -43,6 +44,10 @@ class PageSettings:
     ci_level: float
     seed: int
     top: int
+    synthetic: bool = False
+    """The metadata carries `tilescope synth`'s marker: the page says the data are synthetic."""
+    no_thresholds: str = ""
+    """Why there are no screening thresholds ('' when there are)."""
 
 
 def run_names(runs: list[ScoredRun]) -> list[str]:
@@ -78,7 +83,12 @@ def build_page(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImag
                             if ev.baseline_estimates is not None else None,
                             Estimates.of(*_deltas_with_mean(ev)) if ev.deltas is not None else None,
                             summary_rows=1, level=cfg.ci_level)
-    title_name = runs[0].uri.rstrip("/").rsplit("/", 1)[-1]
+    title_name = names[0]
+    summary = summarise(SummarySettings(
+        names=tuple(im.name for im in images), eval_split=str(evaluated), fit_split=str(cfg.fit_split),
+        apply_split=str(cfg.apply_split), target_sensitivity=cfg.target_sensitivity, ci_level=cfg.ci_level,
+        evaluated_images=int(primary.truth.mask(evaluated).sum()), synthetic=cfg.synthetic,
+        metadata=_short(cfg.metadata), no_thresholds=cfg.no_thresholds), ev, sc)
     n_eval = int(primary.truth.mask(evaluated).sum())
     auroc_caption = (f"Points: AUROC of each label on {evaluated} ({n_eval} images); whiskers: {cfg.ci_level:.0%} "
                      f"CI from {cfg.bootstrap} stratified bootstrap resamples. Mean: over the labels with both "
@@ -92,7 +102,8 @@ def build_page(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImag
                     f"{evaluated}.")
     return ReportPage(
         title=f"tilescope report: {title_name}", facts=_facts(cfg, runs, images, known, ev, agreement),
-        auroc_chart=chart, auroc=auroc_view(ev, agreement), auroc_caption=auroc_caption, roc_plots=rocs,
+        auroc_chart=chart, auroc=auroc_view(ev, agreement, summary.badges), auroc_caption=auroc_caption,
+        roc_plots=rocs, conclusions=summary.conclusions, data_note=summary.data_note,
         roc_caption=roc_caption, histograms=hists, thresholds=thresholds_view(tables["thresholds"], cfg),
         thresholds_caption=(f"Each label's threshold is the highest that reaches sensitivity >= "
                             f"{cfg.target_sensitivity} on {cfg.fit_split} ({_split_words(Split(cfg.fit_split))}); "
@@ -143,7 +154,8 @@ def operating_points(images: ScoredImages, split: Split, thresholds: np.ndarray)
     return points
 
 
-def auroc_view(ev: Evaluation, agreement: FlagAgreement | None) -> TableView:
+def auroc_view(ev: Evaluation, agreement: FlagAgreement | None,
+               marks: dict[str, tuple[str, ...]] | None = None) -> TableView:
     columns = ["label", "AUROC [CI]", "positives", "negatives"]
     paired = ev.baseline_estimates is not None and ev.deltas is not None
     if paired:
@@ -159,6 +171,8 @@ def auroc_view(ev: Evaluation, agreement: FlagAgreement | None) -> TableView:
             row += [format_interval(b.auroc, b.low, b.high), _signed(d.delta, d.low, d.high)]
         if agreement is not None:
             row.append(_flips(int(agreement.flips[j]), float(agreement.flip_share[j])))
+        if marks is not None:
+            row.append("; ".join(marks.get(label, ())))
         rows.append(tuple(row))
     mean: list = [f"mean ({ev.mean.labels} labels)", format_interval(ev.mean.mean, ev.mean.low, ev.mean.high),
                   None, None]
@@ -167,6 +181,9 @@ def auroc_view(ev: Evaluation, agreement: FlagAgreement | None) -> TableView:
         mean += [format_interval(bm.mean, bm.low, bm.high), _signed(dm.mean, dm.low, dm.high)]
     if agreement is not None:
         mean.append(_flips(int(agreement.flips[agreement.compared].sum()), agreement.overall_share))
+    if marks is not None:
+        columns.append(BADGE_COLUMN)
+        mean.append("")
     rows.append(tuple(mean))
     return TableView(tuple(columns), rows, frozenset({"label"}))
 
@@ -242,11 +259,11 @@ def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages],
                   else "images missing from the archive unknown (scored without --metadata)")
     fit = Split(cfg.fit_split)
     n_fit = int(primary.truth.mask(fit).sum())
-    facts = [("Run", main.uri), ("Model", model),
+    facts = [("Run", images[0].name), ("Model", model),
              ("Rows", f"{main.image_id.size} ({n_ok} ok, {main.image_id.size - n_ok} errors); {listed}"),
              ("Throughput (last attempt)", throughput),
              ("Ground truth", f"{int(primary.truth.known.sum())} of {primary.image_id.size} scored images listed "
-                              f"in {cfg.metadata}"),
+                              f"in {_short(cfg.metadata)}"),
              ("Patient split", known[0].split.source if known[0].split else f"not known: {known[0].why_unknown}"),
              ("Evaluated", f"{int(primary.truth.mask(Split(cfg.eval_split)).sum())} images ({cfg.eval_split})"),
              ("Mean AUROC", f"{format_interval(ev.mean.mean, ev.mean.low, ev.mean.high, 4)} over "
@@ -257,7 +274,7 @@ def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages],
                            f"{cfg.seed}); mean AUROC and deltas: DeLong; sensitivity, specificity, PPV: Wilson")]
     if len(runs) > 1 and ev.baseline_mean is not None and ev.mean_delta is not None:
         bm, dm = ev.baseline_mean, ev.mean_delta
-        facts.append(("Baseline", f"{runs[1].uri}: mean AUROC {format_interval(bm.mean, bm.low, bm.high, 4)} on the "
+        facts.append(("Baseline", f"{images[1].name}: mean AUROC {format_interval(bm.mean, bm.low, bm.high, 4)} on the "
                                   f"{ev.paired_images} images both runs scored; mean delta (run minus baseline) "
                                   f"{_signed(dm.mean, dm.low, dm.high)} over {dm.labels} labels"))
         if agreement is not None:
@@ -270,3 +287,9 @@ def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages],
 def _known(value: object) -> str:
     """A manifest value for the page, '?' where the run does not record it."""
     return "?" if value is None or value == "" else str(value)
+
+
+def _short(uri: str) -> str:
+    """A file as the page names it: its name, not the path on the machine that made the report (report.json
+    keeps the full URIs)."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from storage.fs import check_reachable, list_files, resolve, write_bytes_atomic
-from storage.metadata_files import BBOX_LIST, DATA_ENTRY, TEST_LIST, TRAIN_VAL_LIST
+from storage.metadata_files import BBOX_LIST, DATA_ENTRY, SYNTH_MARKER, TEST_LIST, TRAIN_VAL_LIST
 from xray.synth.detail import FindingDetail
 from xray.synth.images import MIN_SIZE, encode_png, synth_case
 from xray.synth.nih_files import CaseRecord, CsvStyle, render_bbox_csv, render_data_entry_csv, render_split_lists
@@ -174,7 +175,11 @@ def run(cfg: SynthConfig) -> SynthSummary:
         written += len(data)
     train_val, test = render_split_lists(records, cfg.test_fraction, cfg.seed)
     bbox_csv = render_bbox_csv(records)
-    texts = [(BBOX_LIST, bbox_csv), (TRAIN_VAL_LIST, train_val), (TEST_LIST, test),
+    # The marker says the archive is synthetic wherever its metadata goes (the report's page states it).
+    marker = json.dumps({"generator": "tilescope synth", "synthetic": True, "patient_data": False,
+                         "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "s3_endpoint", "force")}},
+                        indent=2, sort_keys=True, default=str) + "\n"
+    texts = [(BBOX_LIST, bbox_csv), (TRAIN_VAL_LIST, train_val), (TEST_LIST, test), (SYNTH_MARKER, marker),
              (DATA_ENTRY, render_data_entry_csv(records, CsvStyle(cfg.csv_style)))]  # Data_Entry last
     for name, text in texts:
         data = text.encode("utf-8")

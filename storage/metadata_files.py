@@ -13,6 +13,8 @@ from xray.metadata.nih import ArchiveMetadata, parse_bbox_list, parse_data_entry
 DATA_ENTRY = "Data_Entry_2017.csv"
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
+SYNTH_MARKER = "tilescope_synth.json"
+"""Written by `tilescope synth` beside its metadata: the archive is synthetic (the report says so)."""
 BBOX_LIST = "BBox_List_2017.csv"
 
 

@@ -187,7 +187,8 @@ def test_submit_and_follow_until_it_succeeds(ray_head, tmp_path):
     assert re.search(r"^synth: 8 images of \d+ patients .* 2 shards", result.stdout, re.MULTILINE)  # job's log
     assert result.stdout.rstrip().endswith(f"{run_id}: SUCCEEDED")
     assert sorted(os.listdir(out)) == ["BBox_List_2017.csv", "Data_Entry_2017.csv", "images_001.tar.gz",
-                                       "images_002.tar.gz", "test_list.txt", "train_val_list.txt"]
+                                       "images_002.tar.gz", "test_list.txt", "tilescope_synth.json",
+                                       "train_val_list.txt"]
 
     status = tilescope(ray_head, "status", run_id)
     assert status.returncode == 0 and f"run {run_id} attempt 0 ({run_id}): SUCCEEDED" in status.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -186,7 +187,9 @@ def test_job_writes_a_deterministic_archive(tmp_path: Path) -> None:
     assert (summary.n_images, len(summary.shards), summary.n_train_val + summary.n_test) == (36, 3, 36)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["BBox_List_2017.csv", "Data_Entry_2017.csv", "images_001.tar.gz", "images_002.tar.gz",
-                     "images_003.tar.gz", "test_list.txt", "train_val_list.txt"]
+                     "images_003.tar.gz", "test_list.txt", "tilescope_synth.json", "train_val_list.txt"]
+    marker = json.loads((tmp_path / "a" / "tilescope_synth.json").read_text())
+    assert marker["synthetic"] is True and marker["patient_data"] is False and marker["config"]["seed"] == cfg.seed
     entries = parse_data_entry((tmp_path / "a" / "Data_Entry_2017.csv").read_bytes())
     assert summary.n_patients == len({e.patient_id for e in entries}) == 12  # 4 per 12 images
     by_image = entries_by_image(entries)

@@ -27,7 +27,16 @@ figure { margin: 0; font-size: 11px; max-width: 260px; } figure svg { display: b
 figcaption { margin-top: 3px; line-height: 1.35; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 13px; }
 dt { color: #555; } dd { margin: 0; overflow-wrap: anywhere; }
+svg { max-width: 100%; height: auto; }
+.summary-box { border: 2px solid #2b6cb0; background: #f0f6ff; padding: 6px 18px 10px; margin: 12px 0 18px; }
+.summary-box h2 { border: none; margin: 6px 0; } .summary-box li { margin: 4px 0; font-size: 15px; }
+.data-note { font-size: 13px; color: #333; }
+.badge { display: inline-block; background: #fde68a; color: #7c2d12; border: 1px solid #d97706;
+         border-radius: 3px; padding: 0 5px; margin: 1px 3px 1px 0; font-size: 12px; white-space: nowrap; }
+@media (max-width: 900px) { body { margin: 10px; } }
 """
+BADGE_COLUMN = "read with care"
+"""A table column whose cells are badges, `; `-separated."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,10 @@ class ReportPage:
     screening: TableView
     screening_caption: str
     errors: TableView
+    conclusions: tuple[str, ...] = ()
+    """The summary box: the page's conclusions, each worded from its interval."""
+    data_note: str = ""
+    """What the data are and what the page is for."""
     overlays: list[Overlay] = field(default_factory=list)
     overlay_note: str = ""
     overlay_caption: str = ""
@@ -99,7 +112,10 @@ def format_value(v: object) -> str:
 
 def render_table(table: TableView, css_class: str) -> str:
     def cell(tag: str, name: str, body: str) -> str:
-        cls = ' class="text"' if name in table.text_columns else ""
+        cls = ' class="text"' if name in table.text_columns or name == BADGE_COLUMN else ""
+        if tag == "td" and name == BADGE_COLUMN:
+            marks = [m for m in body.split("; ") if m and m != "\u2013"]
+            return f"<td{cls}>" + "".join(f'<span class="badge">{escape(m)}</span>' for m in marks) + "</td>"
         return f"<{tag}{cls}>{escape(body)}</{tag}>"
 
     head = "".join(cell("th", c, c) for c in table.columns)
@@ -126,6 +142,14 @@ def _overlays(page: ReportPage) -> str:
     return caption + page.colour_bar + note + '<div class="grid">' + "".join(figures) + "</div>"
 
 
+def _summary_box(page: ReportPage) -> str:
+    if not page.conclusions and not page.data_note:
+        return ""
+    items = "".join(f"<li>{escape(c)}</li>" for c in page.conclusions)
+    note = f'<p class="data-note">{escape(page.data_note)}</p>' if page.data_note else ""
+    return f'<section id="conclusions" class="summary-box"><h2>Summary</h2><ul>{items}</ul>{note}</section>'
+
+
 def render_page(page: ReportPage) -> str:
     """The whole HTML document as a string."""
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in page.facts)
@@ -135,6 +159,7 @@ def render_page(page: ReportPage) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(page.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(page.title)}</h1>",
+        _summary_box(page),
         f'<section id="summary"><dl>{facts}</dl>{notes}</section>',
         '<section id="auroc"><h2>AUROC per label</h2>',
         f'<p class="note">{escape(page.auroc_caption)}</p>',
