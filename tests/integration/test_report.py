@@ -395,3 +395,44 @@ def test_report_replaces_its_own_report_and_nothing_else(tmp_path):
     report.run(report.ReportConfig(**{**cfg.__dict__, "force": True}))
     report.run(cfg)  # an earlier report is there now: replaced in place
     assert (out / "notes.txt").read_text() == "mine" and (out / "report.json").exists()
+
+
+def test_a_clinician_reads_the_summary_box_badges_and_no_small_text_at_800_px(chromium, heatmap_report, tmp_path):
+    html = os.path.join(heatmap_report["out"], "report.html")
+    page = open(html).read()
+    # What the summary says is worded from the numbers on the page: the mean AUROC and its interval.
+    body = json.load(open(os.path.join(heatmap_report["out"], "report.json")))
+    ci = body["mean_auroc_ci"]
+    box = page[page.index('id="conclusions"'):page.index("</section>", page.index('id="conclusions"'))]
+    assert f"mean AUROC {ci['mean']:.3f} (95% CI {ci['low']:.3f} to {ci['high']:.3f})" in box
+    assert "Intended use:" in box and "Data: " in box
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", """<script>
+      const w = document.documentElement.clientWidth;
+      let smallest = 1e9, where = "";
+      for (const el of document.querySelectorAll("body *")) {
+        const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+        if (!own || el.closest("style, script, title")) continue;
+        let px = parseFloat(getComputedStyle(el).fontSize);
+        const svg = el.closest("svg");
+        if (svg && svg.viewBox.baseVal && svg.viewBox.baseVal.width) {
+          px *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+        }
+        if (px < smallest) { smallest = px; where = el.tagName + ":" + el.textContent.trim().slice(0, 30); }
+      }
+      const summary = document.getElementById("conclusions").getBoundingClientRect();
+      document.body.setAttribute("data-probe", JSON.stringify({smallest, where,
+        page: document.documentElement.scrollWidth, window: w, summaryTop: summary.top, summaryWidth: summary.width,
+        badges: document.querySelectorAll("span.badge").length}));
+    </script></body>"""))
+    measured = browse(chromium, str(probe), tmp_path, "--window-size=800,1200", "--dump-dom").stdout
+    got = json.loads(re.search(r'data-probe="([^"]+)"', measured).group(1).replace("&quot;", '"'))
+    assert got["smallest"] >= 11 - 0.01, got  # no text under 11 px, in HTML or in the (scaled) plots
+    assert got["page"] <= got["window"], got  # nothing wider than an 800 px window
+    assert got["summaryTop"] < 200 and got["summaryWidth"] > 500, got  # the summary box comes first
+    assert got["badges"] >= 1, got
+    shot = tmp_path / "top.png"
+    browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=800,700")
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert colour_pixels(img, "#f0f6ff", tolerance=3) > 20_000  # the summary box, drawn at the top
+    assert colour_pixels(img, "#2b6cb0", tolerance=20) > 500  # and its border

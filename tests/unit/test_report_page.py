@@ -215,9 +215,9 @@ def test_auroc_chart_axis_legend_baseline_intervals_and_delta_panel():
                            delta=Estimates.of([-0.05, math.nan, 0.22], [-0.2, math.nan, 0.1], [0.1, math.nan, 0.31]),
                            summary_rows=1)
     assert re.findall(r">(\d\.\d)</text>", poor)[0] == "0.2"
-    # Box from x=150 to x=530: 0.35 on a 0.2..1 axis sits at 150 + 380 * 0.15 / 0.8.
+    # Box from x=150 to x=480: 0.35 on a 0.2..1 axis sits at 150 + 330 * 0.15 / 0.8.
     cx = [float(v) for v in re.findall(r'class="auroc-point" cx="([\d.]+)"', poor)]
-    assert cx[:2] == [pytest.approx(150 + 380 * 0.15 / 0.8, abs=0.06), pytest.approx(150 + 380 * 0.7 / 0.8, abs=0.06)]
+    assert cx[:2] == [pytest.approx(150 + 330 * 0.15 / 0.8, abs=0.06), pytest.approx(150 + 330 * 0.7 / 0.8, abs=0.06)]
     assert poor.count('class="auroc-baseline"') == 2 and poor.count('class="auroc-baseline-ci"') == 2
     assert poor.count('class="delta-point"') == 2 and ">AUROC difference</text>" in poor
     assert re.findall(r'class="legend-text">([^<]+)<', poor) == ["densenet121-0123 int8", "chexnet.csv", "95% CI",

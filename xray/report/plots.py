@@ -257,8 +257,8 @@ def auroc_chart_svg(rows: list[str], run: Estimates, names: tuple[str, str] = ("
     set apart by a rule. The AUROC axis runs from 0.5 (chance) to 1, or from the lowest value shown rounded
     down to a tenth; the delta axis is symmetric about 0."""
     row_h, left, legend_h = 22, 150, 26
-    panel = 380
-    delta_panel = 240 if delta is not None else 0
+    panel = 330  # with the delta panel the chart is 746 px wide: it fits an 800 px window unscaled
+    delta_panel = 220 if delta is not None else 0
     width = left + panel + (delta_panel + 30 if delta is not None else 0) + 16
     height = legend_h + row_h * len(rows) + 40
     box = _Box(left, legend_h, panel, row_h * len(rows))
