@@ -51,10 +51,11 @@ class PageSettings:
 
 
 def run_names(runs: list[ScoredRun]) -> list[str]:
-    """Short names for the legends: the run directory or file name, with the precision when recorded."""
+    """Short names for the title and legends (`--name` replaces them): the model's name and the precision that ran
+    when the run records them, else the file or directory name; never a hash or a path."""
     names = []
     for r in runs:
-        base = r.uri.rstrip("/").rsplit("/", 1)[-1]
+        base = (r.manifest.model if r.manifest and r.manifest.model else None) or r.uri.rstrip("/").rsplit("/", 1)[-1]
         precision = r.manifest.precision if r.manifest else None
         names.append(f"{base} {precision}" if precision else base)
     if len(names) == 2 and names[0] == names[1]:

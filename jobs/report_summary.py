@@ -51,8 +51,8 @@ class Summary:
 
 
 def badges(ev: Evaluation, sc: Screening, target: float, thresholds: bool) -> dict[str, tuple[str, ...]]:
-    """Per label: few positives, an AUROC interval that includes 0.5 (or lies below it), applied sensitivity
-    far below the target."""
+    """Per label: few positives, an AUROC interval that includes 0.5 (or lies below it), a threshold fit on few
+    positives, applied sensitivity far below the target."""
     sensitivity = np.asarray(sc.applied.sensitivity, dtype=np.float64)
     out: dict[str, tuple[str, ...]] = {}
     for j, (label, e) in enumerate(zip(ev.labels, ev.estimates, strict=True)):
@@ -64,6 +64,9 @@ def badges(ev: Evaluation, sc: Screening, target: float, thresholds: bool) -> di
                 marks.append("below chance")
             elif e.low <= 0.5:
                 marks.append("CI includes 0.5")
+        fit_positives = int(np.asarray(sc.fit.positives)[j])
+        if thresholds and 0 < fit_positives < FEW_POSITIVES:
+            marks.append(f"threshold fit on {fit_positives} positives")
         if thresholds and math.isfinite(sensitivity[j]) and sensitivity[j] < target - FAR_BELOW:
             marks.append(f"sensitivity {sensitivity[j]:.2f} vs target {target:g}")
         out[label] = tuple(marks)

@@ -348,7 +348,7 @@ def test_page_shows_legends_colour_bar_and_boxes_and_its_tables_fit(chromium, he
     # Legends: the chart names both runs and the interval; every ROC plot says which curve is which.
     chart = dom[dom.index('<svg class="auroc-chart"'):]
     chart = chart[:chart.index("</svg>")]
-    assert re.findall(r'class="legend-text">([^<]+)<', chart) == ["run int8", "other_model.csv", "95% CI",
+    assert re.findall(r'class="legend-text">([^<]+)<', chart) == ["synthetic int8", "other_model.csv", "95% CI",
                                                                    "run - baseline"]
     roc_legends = re.findall(r'<svg class="roc".*?</svg>', dom)
     assert len(roc_legends) == 14
