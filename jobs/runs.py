@@ -32,6 +32,7 @@ from jobs.submit import (
     attempts_of,
     connect,
     follow_logs,
+    job_log_lines,
     outcome_line,
     report_errors,
     status_name,
@@ -191,7 +192,7 @@ def logs(cfg: LogsConfig, out=sys.stdout) -> RunInfo:
         status = follow_logs(client, details.submission_id, out)
         print(outcome_line(client, details.submission_id, status), file=out, flush=True)
     else:
-        out.write(client.get_job_logs(details.submission_id))
+        out.write(job_log_lines(client.get_job_logs(details.submission_id)))
         out.flush()
     return info_of(client.get_job_info(details.submission_id))
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from cli import provenance
+from cli import console, provenance
 from cli.commands import JOBS
 from cli.flags import config_from_args, parser_for, require_valid
 from jobs.submission import (
@@ -165,12 +165,31 @@ def wait_until_done(client, submission_id: str, timeout_s: float) -> str:
         time.sleep(0.25)
 
 
+# Ray's own lines in a job's log (the job supervisor's INFO lines, its "Running entrypoint" line): the job's own
+# console is already quiet (cli/console.py); these are dropped the same way unless TILESCOPE_VERBOSE is set.
+_RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(?:DEBUG|INFO) \S+:\d+ -- "
+                           r"|^Running entrypoint for job ")
+
+
+def job_log_lines(text: str) -> str:
+    """A job's log with Ray's own INFO lines left out (all of it with TILESCOPE_VERBOSE)."""
+    if console.verbose():
+        return text
+    return "".join(line for line in text.splitlines(keepends=True) if not _RAY_LOG_LINE.match(line))
+
+
 def follow_logs(client, submission_id: str, out: TextIO = sys.stdout) -> str:
-    """Stream a submission's logs to `out` until it ends; returns its final status."""
+    """Stream a submission's logs to `out` until it ends (Ray's own lines left out); returns its final status."""
 
     async def tail() -> None:
+        pending = ""
         async for chunk in client.tail_job_logs(submission_id):
-            out.write(chunk)
+            *lines, pending = (pending + chunk).split("\n")
+            if lines:
+                out.write(job_log_lines("\n".join(lines) + "\n"))
+                out.flush()
+        if pending:
+            out.write(job_log_lines(pending))
             out.flush()
 
     asyncio.run(tail())
@@ -271,6 +290,10 @@ def report_errors(prog: str, address: str | None, command: Callable[[], int]) ->
     from ray.exceptions import AuthenticationError
 
     url = address or os.environ.get("RAY_ADDRESS", "")
+    if not console.verbose():
+        # Ray's job client logs each upload and websocket event and warns about what it leaves out of the
+        # working_dir (tilescope excludes those itself): not the user's business unless TILESCOPE_VERBOSE.
+        logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         return command()
     except AuthenticationError as exc:

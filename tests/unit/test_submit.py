@@ -375,3 +375,33 @@ def test_status_and_list_for_scripts_show_output_duration_and_progress(client, c
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[-2:] == ["RUN", "OUTPUT"] and table[1].split()[-1] == "s3://b/scores"
     assert "1m00s" in table[1]
+
+
+def test_rays_own_lines_are_left_out_of_a_jobs_log(monkeypatch):
+    log = ("2026-12-07 15:01:47,482\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
+           "Running entrypoint for job synth-1: python -m jobs.synth --out /x\n"
+           "synth: 8 images of 2 patients\n"
+           "2026-12-07 15:01:48,001\tWARNING worker.py:12 -- something the user should see\n"
+           "[score] 8/8 images (100.0%)\n")
+    assert submit.job_log_lines(log) == ("synth: 8 images of 2 patients\n"
+                                         "2026-12-07 15:01:48,001\tWARNING worker.py:12 -- something the user should "
+                                         "see\n[score] 8/8 images (100.0%)\n")
+    monkeypatch.setenv("TILESCOPE_VERBOSE", "1")
+    assert submit.job_log_lines(log) == log
+
+
+def test_follow_joins_chunks_split_mid_line(capsys):
+    import io
+
+    class Tail:
+        async def tail_job_logs(self, submission_id):
+            for chunk in ("synth: 8 ima", "ges\n2026-12-07 15:01:47,482\tINFO job_manager.py:5", "81 -- setting up\n",
+                          "done"):
+                yield chunk
+
+        def get_job_status(self, submission_id):
+            return "SUCCEEDED"
+
+    out = io.StringIO()
+    assert submit.follow_logs(Tail(), "s", out) == "SUCCEEDED"
+    assert out.getvalue() == "synth: 8 images\ndone"
