@@ -4,7 +4,8 @@ The ensemble's maps are the tile heatmaps its scored run holds (`heatmap`, INT8 
 are class activation maps of the checkpoint its model artifact was quantized from (xray/models/cam.py, float32 in
 torch: CAM does not exist in the INT8 IR). Both are scored by xray.evaluation.ensemble.box_hits on the same
 BBox_List boxes of the same test images (test_list.txt), then paired (compare_localisation). Used by the demo
-and bench.tile_resolution; needs the [train] extra (torch) for the CAM.
+and bench.tile_resolution; needs the [train] extra (torch) for the CAM. The report's summary uses the heatmap half
+alone (report_localisation, no torch).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.archives import list_shards
+from storage.archives import fetch_images, list_shards
 from storage.artifacts import open_typed
 from storage.image_sets import load_shard_images
 from storage.metadata_files import ArchiveMetadata
-from storage.scored_runs import open_run, read_heatmaps
-from xray.evaluation.ensemble import BoxHits, LocalisationComparison, box_hits, compare_localisation
+from storage.scored_runs import ScoredRun, open_run, read_heatmaps
+from xray.codec.decode import DecodeError, image_dimensions
+from xray.evaluation.ensemble import BoxHits, Localisation, LocalisationComparison, box_hits, compare_localisation
 from xray.metadata.manifests import ArtifactKind, CheckpointManifest, EnsembleManifest
 from xray.metadata.nih import BBox
 from xray.tiles.join import heatmap_cell
@@ -138,3 +140,28 @@ def localisation_line(result: HeatmapVsCam, a: str = "ensemble heatmap", b: str 
             f"{cmp.a.peak_in_box:.1%} (chance {cmp.a.chance:.1%}) vs {b} {cmp.b.peak_in_box:.1%} (chance "
             f"{cmp.b.chance:.1%}); hit by both {cmp.both}, by the first only {cmp.only_a}, by the second only "
             f"{cmp.only_b}, McNemar p {cmp.mcnemar_p:.3g}")
+
+
+def report_localisation(run: ScoredRun, metadata: ArchiveMetadata, archive: str | None,
+                        endpoint: str | None = None) -> Localisation | None:
+    """For the report's summary: how often a tile-ensemble run's heatmap peaks inside the BBox_List box, on the
+    archive's boxed test images (their stored sizes read from the image headers, no decode). None when the run has
+    no heatmaps, no --archive is given, or there are no boxes on test images; no torch needed."""
+    if run.heatmap_shape is None or run.manifest is None or archive is None or not metadata.bboxes or \
+            metadata.test is None:
+        return None
+    _, manifest = open_typed(run.manifest.artifact_uri, endpoint, "--model", ArtifactKind.MODEL, ArtifactKind.ENSEMBLE)
+    if not isinstance(manifest, EnsembleManifest):  # heatmaps without a grid to place them: nothing to score
+        return None
+    boxes = boxes_on_test_images(metadata, "--metadata")
+    rows = {str(i): str(s) for i, s in zip(run.image_id, run.source, strict=True)}
+    wanted = {b.image_index: rows[b.image_index] for b in boxes if b.image_index in rows}
+    if not wanted:
+        return None
+    dimensions = {}
+    for image_id, data in fetch_images(archive, wanted, endpoint).items():
+        try:
+            dimensions[image_id] = image_dimensions(data)
+        except DecodeError:
+            continue
+    return heatmap_hits(run.uri, boxes, dimensions, endpoint).summary()

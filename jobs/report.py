@@ -25,6 +25,7 @@ import pyarrow as pa
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
+from jobs.localisation import report_localisation
 from jobs.report_page import PageSettings, build_page, run_names
 from jobs.report_stages import (
     Evaluation,
@@ -204,9 +205,10 @@ def run(cfg: ReportConfig) -> ReportSummary:
               "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
     drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
     synthetic = _synthetic(cfg)
+    localisation = report_localisation(runs[0], meta, cfg.archive, cfg.s3_endpoint)
     settings = PageSettings(cfg.metadata, cfg.eval_split, cfg.fit_split, cfg.apply_split, cfg.view_split,
                             cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top, synthetic,
-                            no_thresholds)
+                            no_thresholds, localisation)
     page = build_page(settings, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
 
     files = []

@@ -14,6 +14,7 @@ from jobs.report_stages import Evaluation, KnownSplit, ScoredImages, Screening, 
 from jobs.report_summary import SummarySettings, summarise
 from storage.results import RowStatus
 from storage.scored_runs import ScoredRun
+from xray.evaluation.ensemble import Localisation
 from xray.evaluation.screening import FlagAgreement
 from xray.metadata.splits import Split
 from xray.report.html import BADGE_COLUMN, Overlay, ReportPage, TableView
@@ -48,6 +49,8 @@ class PageSettings:
     """The metadata carries `tilescope synth`'s marker: the page says the data are synthetic."""
     no_thresholds: str = ""
     """Why there are no screening thresholds ('' when there are)."""
+    localisation: Localisation | None = None
+    """The run's heatmap localisation on the boxed test images, when it has heatmaps and --archive is given."""
 
 
 def run_names(runs: list[ScoredRun]) -> list[str]:
@@ -89,7 +92,7 @@ def build_page(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImag
         names=tuple(im.name for im in images), eval_split=str(evaluated), fit_split=str(cfg.fit_split),
         apply_split=str(cfg.apply_split), target_sensitivity=cfg.target_sensitivity, ci_level=cfg.ci_level,
         evaluated_images=int(primary.truth.mask(evaluated).sum()), synthetic=cfg.synthetic,
-        metadata=_short(cfg.metadata), no_thresholds=cfg.no_thresholds), ev, sc)
+        metadata=_short(cfg.metadata), no_thresholds=cfg.no_thresholds, localisation=cfg.localisation), ev, sc)
     n_eval = int(primary.truth.mask(evaluated).sum())
     auroc_caption = (f"Points: AUROC of each label on {evaluated} ({n_eval} images); whiskers: {cfg.ci_level:.0%} "
                      f"CI from {cfg.bootstrap} stratified bootstrap resamples. Mean: over the labels with both "

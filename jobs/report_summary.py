@@ -14,6 +14,8 @@ import numpy as np
 
 from jobs.report_stages import Evaluation, Screening
 from xray.evaluation.comparison import verdict
+from xray.evaluation.ensemble import Localisation
+from xray.evaluation.intervals import wilson_interval
 
 FEW_POSITIVES = 10
 """A label with fewer positive images than this on the evaluated split gets a badge: its AUROC rests on too few."""
@@ -40,6 +42,8 @@ class SummarySettings:
     metadata: str
     no_thresholds: str = ""
     """Why there are no thresholds ('' when there are)."""
+    localisation: Localisation | None = None
+    """A tile-ensemble run's heatmap peak in the BBox_List box on the boxed test images (jobs/localisation.py)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,14 @@ def summarise(settings: SummarySettings, ev: Evaluation, sc: Screening) -> Summa
                          f"reach {finite.min():.2f} to {finite.max():.2f} on {settings.apply_split} across "
                          f"{finite.size} labels" + (f"; {far} fall more than {FAR_BELOW:g} below the target "
                                                     "(badged below)." if far else "."))
+    loc = settings.localisation
+    if loc is not None and loc.boxes:
+        hits = round(loc.peak_in_box * loc.boxes)
+        low, high = (float(v[0]) for v in wilson_interval(np.array([hits]), np.array([loc.boxes]),
+                                                          settings.ci_level))
+        lines.append(f"Localisation: the heatmap's peak cell lies in the BBox_List box for {hits} of {loc.boxes} "
+                     f"boxed test images' findings, {loc.peak_in_box:.0%} ({level} {low:.0%} to {high:.0%}); a cell "
+                     f"drawn at random would hit {loc.chance:.0%}.")
     badged = [f"{label} ({', '.join(b)})" for label, b in marks.items() if b]
     if badged:
         lines.append(f"Read with care ({len(badged)} labels): " + "; ".join(badged[:6])

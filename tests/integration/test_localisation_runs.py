@@ -16,7 +16,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from jobs.localisation import boxes_on_test_images, checkpoint_of, heatmap_vs_cam, localisation_line
+from jobs.localisation import (
+    boxes_on_test_images,
+    checkpoint_of,
+    heatmap_vs_cam,
+    localisation_line,
+    report_localisation,
+)
 from storage.artifacts import write_artifact
 from storage.fs import resolve
 from storage.metadata_files import load_metadata
@@ -109,7 +115,8 @@ def _ensemble_run(root: str, ids: list[str]) -> str:
     for k, ((r, c), right) in enumerate(zip(CENTRES, ENSEMBLE_RIGHT, strict=True)):
         cell = (r // 64, c // 64) if right else (1 - r // 64, 1 - c // 64)
         heat[k, NODULE, cell[0], cell[1]] = 0.9
-    batch = {"image_id": np.array(ids, dtype=object), "source": np.array(ids, dtype=object),
+    batch = {"image_id": np.array(ids, dtype=object),
+             "source": np.array([f"images_001.tar.gz:images/{i}" for i in ids], dtype=object),
              "status": np.array(["ok"] * n, dtype=object), "error": np.array([None] * n, dtype=object),
              **{prob_column(label): np.full(n, 0.5, np.float32) for label in LABELS},
              "precision": np.array(["int8"] * n, dtype=object), "cpu_isa": np.array(["avx2"] * n, dtype=object),
@@ -146,6 +153,10 @@ def test_heatmap_vs_cam_pairs_the_two_on_the_same_boxes(tmp_path):
     line = localisation_line(result)
     assert line.startswith("localisation on 7 test boxes") and "ensemble heatmap 42.9% (chance 25.0%)" in line
     assert "single-model CAM 85.7% (chance 6.2%)" in line and "McNemar p 0.25" in line
+    # the report's summary states the heatmap half (no torch), the same 3 of 7 boxes
+    from storage.scored_runs import open_run
+
+    assert report_localisation(open_run(run), load_metadata(metadata_uri), archive) == cmp.a
 
 
 def test_a_model_not_quantized_from_a_checkpoint_has_no_cam(tmp_path):

@@ -60,3 +60,12 @@ def test_conclusions_follow_their_intervals():
     assert "Not for diagnosing individual patients" in better.data_note
     real = summarise(_settings(synthetic=False, no_thresholds="no held-out patients"), _evaluation(), _screening())
     assert "text-mined" in real.data_note and "No screening thresholds: no held-out patients." in real.conclusions
+
+
+def test_localisation_is_stated_with_its_interval_and_chance():
+    from xray.evaluation.ensemble import Localisation
+
+    loc = Localisation(boxes=40, peak_in_box=0.5, chance=0.1)
+    text = summarise(_settings(localisation=loc), _evaluation(), _screening()).conclusions
+    [line] = [c for c in text if c.startswith("Localisation:")]
+    assert "for 20 of 40 boxed test images' findings, 50% (95% CI 35% to 65%)" in line and "hit 10%" in line
