@@ -111,7 +111,8 @@ def plan(cfg: DemoConfig) -> DemoPlan:
         score_tiles=score.ScoreConfig(archive=archive, model=ensemble, out=scores, metadata=metadata,
                                       s3_endpoint=endpoint, progress_every_s=5.0),
         report=report.ReportConfig(results=(f"{scores}/ensemble", f"{scores}/single"), metadata=metadata,
-                                   out=reports, archive=archive, bootstrap=200, seed=cfg.seed, s3_endpoint=endpoint),
+                                   out=reports, archive=archive, bootstrap=200, seed=cfg.seed, s3_endpoint=endpoint,
+                                   name=("tile ensemble", "single model")),
     )
 
 
