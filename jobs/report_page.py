@@ -5,6 +5,7 @@ the page; the CSV/Parquet files keep one column per number)."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,7 +269,8 @@ def _facts(cfg: PageSettings, runs: list[ScoredRun], images: list[ScoredImages],
              ("Throughput (last attempt)", throughput),
              ("Ground truth", f"{int(primary.truth.known.sum())} of {primary.image_id.size} scored images listed "
                               f"in {_short(cfg.metadata)}"),
-             ("Patient split", known[0].split.source if known[0].split else f"not known: {known[0].why_unknown}"),
+             ("Patient split", _short_paths(known[0].split.source if known[0].split
+                                            else f"not known: {known[0].why_unknown}")),
              ("Evaluated", f"{int(primary.truth.mask(Split(cfg.eval_split)).sum())} images ({cfg.eval_split})"),
              ("Mean AUROC", f"{format_interval(ev.mean.mean, ev.mean.low, ev.mean.high, 4)} over "
                             f"{ev.mean.labels} labels with both classes"),
@@ -297,3 +299,8 @@ def _short(uri: str) -> str:
     """A file as the page names it: its name, not the path on the machine that made the report (report.json
     keeps the full URIs)."""
     return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _short_paths(text: str) -> str:
+    """Paths and URIs in a sentence shortened to their last component, as the page names files."""
+    return re.sub(r"(?:s3://|/)[^\s():,]+", lambda m: _short(m.group(0)), text)

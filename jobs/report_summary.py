@@ -112,7 +112,7 @@ def summarise(settings: SummarySettings, ev: Evaluation, sc: Screening) -> Summa
     badged = [f"{label} ({', '.join(b)})" for label, b in marks.items() if b]
     if badged:
         lines.append(f"Read with care ({len(badged)} labels): " + "; ".join(badged[:6])
-                     + (" ..." if len(badged) > 6 else "") + ".")
+                     + (f"; and {len(badged) - 6} more (badged in the table)." if len(badged) > 6 else "."))
     if settings.synthetic:
         data = (f"Data: a synthetic archive made by `tilescope synth` ({settings.metadata}); no patient data. These "
                 "figures test the pipeline and the model on drawn findings, not clinical performance.")

@@ -21,6 +21,7 @@ table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; white-space: normal; } td.text, th.text { text-align: left; }
 td.text { white-space: normal; overflow-wrap: anywhere; max-width: 26em; }
+td.text:first-child { white-space: nowrap; }
 .grid { display: flex; flex-wrap: wrap; gap: 8px; }
 .note { color: #555; font-size: 13px; max-width: 1100px; }
 figure { margin: 0; font-size: 11px; max-width: 260px; } figure svg { display: block; }
