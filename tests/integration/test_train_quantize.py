@@ -153,10 +153,11 @@ def test_cli_bad_input_exits_nonzero_naming_the_cause(tiny_models, tmp_path):
                       "--backbone", "vgg99")
     assert unknown.returncode == 2 and "vgg99" in unknown.stderr and "densenet121" in unknown.stderr
     bad_csv = tmp_path / "Data_Entry_2017.csv"
-    bad_csv.write_text("Image Index,Finding Labels\nx.png,Cardiomegaly\n")
+    bad_csv.write_text("Image Index,Labels\nx.png,Cardiomegaly\n")  # a label table needs Finding Labels
     malformed = run_cli("train", "--archive", tiny_models["archive"], "--out", str(tmp_path / "c"),
                         "--metadata", str(bad_csv))
     assert malformed.returncode == 2 and "Data_Entry_2017.csv" in malformed.stderr
+    assert "no 'Finding Labels' column" in malformed.stderr
     weights = tmp_path / "w.pt"
     torch.save({"conv.weight": torch.zeros(3)}, weights)
     misfit = run_cli("train", "--archive", tiny_models["archive"], "--out", str(tmp_path / "c"),
