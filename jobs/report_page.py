@@ -19,11 +19,10 @@ from xray.evaluation.ensemble import Localisation
 from xray.evaluation.screening import FlagAgreement
 from xray.metadata.splits import Split
 from xray.report.html import BADGE_COLUMN, Overlay, ReportPage, TableView
+from xray.report.overlays import HEAT_OPACITY, colour_bar_svg
 from xray.report.plots import (
-    HEAT_OPACITY,
     Estimates,
     auroc_chart_svg,
-    colour_bar_svg,
     format_interval,
     format_metric,
     histogram_svg,

@@ -49,7 +49,7 @@ from xray.metadata.labels import LABELS
 from xray.metadata.manifests import ArtifactKind, EnsembleManifest
 from xray.metadata.splits import ModelSplit, Split, split_by_patient
 from xray.report.html import Overlay
-from xray.report.plots import heatmap_overlay_png, heatmap_scale
+from xray.report.overlays import heatmap_overlay_png, heatmap_scale
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ from tests.integration.test_score_s3 import upload_dir
 from xray.metadata.labels import LABELS, prob_column
 from xray.metadata.manifests import ArtifactKind
 from xray.metadata.splits import split_by_patient
-from xray.report.plots import (
+from xray.report.overlays import VIRIDIS
+from xray.report.svg import (
     BASELINE_COLOUR,
     BOX_COLOUR,
     NEGATIVE_COLOUR,
     POSITIVE_COLOUR,
     ROC_COLOUR,
     THRESHOLD_COLOUR,
-    VIRIDIS,
 )
 
 

@@ -24,21 +24,22 @@ from xray.metadata.labels import LABELS
 from xray.metadata.nih import DATA_ENTRY_HEADER, parse_data_entry
 from xray.metadata.splits import ModelSplit, Split
 from xray.report.html import Overlay, ReportPage, TableView, format_probability, render_page
-from xray.report.plots import (
-    BOX_COLOUR,
+from xray.report.overlays import (
     HEAT_OPACITY,
-    ROC_COLOUR,
     VIRIDIS,
-    Estimates,
-    auroc_chart_svg,
     colormap,
     colour_bar_svg,
-    format_interval,
     heatmap_overlay_png,
-    histogram_svg,
     overlay_svg,
+)
+from xray.report.plots import (
+    Estimates,
+    auroc_chart_svg,
+    format_interval,
+    histogram_svg,
     roc_svg,
 )
+from xray.report.svg import BOX_COLOUR, ROC_COLOUR
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSV = ",".join(DATA_ENTRY_HEADER) + """,
@@ -305,7 +306,7 @@ def test_validate_names_every_bad_flag():
 
 
 def test_a_faint_heatmap_scaled_to_its_own_range_shows_its_structure():
-    from xray.report.plots import heatmap_scale
+    from xray.report.overlays import heatmap_scale
 
     gray = np.full((64, 128), 100, np.uint8)
     faint = np.array([[0.01, 0.02, 0.03, 0.05], [0.01, 0.01, 0.01, 0.01]], np.float32)

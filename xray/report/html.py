@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from xray.report.plots import overlay_svg
+from xray.report.overlays import overlay_svg
 
 _CSS = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1240px; }

@@ -1,5 +1,6 @@
-"""The plots of `tilescope report`, drawn in Python as inline SVG (and PNG heatmap overlays), so the page needs no
-JavaScript, no fonts and no network.
+"""The charts of `tilescope report` (AUROC per label, ROC curves, score histograms), drawn in Python as inline SVG,
+so the page needs no JavaScript, no fonts and no network. Heatmap overlays are overlays.py; the primitives and
+the palette svg.py.
 
 Hand-written SVG rather than matplotlib's SVG backend: a plot here is 2-6 KB of plain elements with classes
 that tests find (legend, colour bar, boxes), the same bytes for the same input, and costs nothing to draw;
@@ -10,51 +11,28 @@ them.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
 import numpy as np
-from PIL import Image
 
-ROC_COLOUR = "#1f77b4"  # the run: ROC curves, AUROC points
-BASELINE_COLOUR = "#ff7f0e"  # the baseline run (second --results)
-DELTA_COLOUR = "#6a3d9a"  # run minus baseline
-POSITIVE_COLOUR = "#d62728"  # histogram bars of images with the finding
-NEGATIVE_COLOUR = "#8c8c8c"  # histogram bars of images without it
-THRESHOLD_COLOUR = "#2ca02c"  # the fitted threshold and its operating point
-BOX_COLOUR = "#ff00ff"  # BBox_List ground-truth boxes (a colour the heatmap's colormap never takes)
-_GRID = "#e6e6e6"
-_SVG_NS = 'xmlns="http://www.w3.org/2000/svg"'
-# matplotlib's viridis (perceptually uniform, readable in grey and by colour-blind readers) at 17 even steps;
-# linear interpolation between them stays within 2/255 of the full 256-entry table.
-VIRIDIS = np.array([
-    (68, 1, 84), (72, 24, 106), (71, 45, 123), (66, 64, 134), (59, 82, 139), (51, 99, 141), (44, 114, 142),
-    (38, 130, 142), (33, 145, 140), (31, 160, 136), (40, 174, 128), (63, 188, 115), (94, 201, 98),
-    (132, 212, 75), (173, 220, 48), (216, 226, 25), (253, 231, 37)], dtype=np.float64)
-HEAT_OPACITY = 0.45  # of the heatmap colour over the X-ray, the same for every value
-
-
-def _num(v: float) -> str:
-    return f"{v:.1f}"
-
-
-MIN_FONT_PX = 11
-"""No text on the page is smaller (the plots are drawn at 1:1, so SVG units are CSS pixels)."""
-
-
-def _text(x: float, y: float, body: str, size: float = 11, anchor: str = "start", extra: str = "") -> str:
-    size = max(size, MIN_FONT_PX)
-    return (f'<text x="{_num(x)}" y="{_num(y)}" font-size="{size:g}" text-anchor="{anchor}" '
-            f'font-family="sans-serif" {extra}>{escape(body)}</text>')
-
-
-def _line(x1: float, y1: float, x2: float, y2: float, colour: str, width: float = 1, extra: str = "") -> str:
-    return (f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{colour}" '
-            f'stroke-width="{width:g}" {extra}/>')
+from xray.report.svg import (
+    BASELINE_COLOUR,
+    DELTA_COLOUR,
+    GRID,
+    MIN_FONT_PX,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    ROC_COLOUR,
+    SVG_NS,
+    THRESHOLD_COLOUR,
+    Box,
+    num,
+    svg_line,
+    svg_text,
+)
 
 
 def format_metric(v: float | None, digits: int = 3) -> str:
@@ -71,34 +49,6 @@ def format_interval(v: float, low: float, high: float, digits: int = 3) -> str:
     return f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-class _Box:
-    """Maps unit coordinates ([0, 1] x [0, 1], y up) into a plot area of an SVG."""
-
-    def __init__(self, left: float, top: float, width: float, height: float) -> None:
-        self.left, self.top, self.width, self.height = left, top, width, height
-
-    @property
-    def bottom(self) -> float:
-        return self.top + self.height
-
-    @property
-    def right(self) -> float:
-        return self.left + self.width
-
-    def x(self, u: float) -> float:
-        return self.left + u * self.width
-
-    def y(self, v: float) -> float:
-        return self.top + (1.0 - v) * self.height
-
-    def points(self, us: np.ndarray, vs: np.ndarray) -> str:
-        return " ".join(f"{_num(self.x(u))},{_num(self.y(v))}" for u, v in zip(us, vs, strict=True))
-
-    def frame(self) -> str:
-        return (f'<rect x="{_num(self.left)}" y="{_num(self.top)}" width="{_num(self.width)}" '
-                f'height="{_num(self.height)}" fill="none" stroke="#444" stroke-width="1"/>')
-
-
 def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size: float = MIN_FONT_PX) -> str:
     """A boxed legend whose bottom-right corner is at (right, bottom); items are (mark, colour, text) with mark
     one of line, dashed, dot, bar, whisker."""
@@ -106,23 +56,23 @@ def _legend(items: list[tuple[str, str, str]], right: float, bottom: float, size
     width = 12 + sample + max(len(t) for _, _, t in items) * size * 0.56
     height = 6 + row * len(items)
     x0, y0 = right - width, bottom - height
-    parts = [f'<g class="legend"><rect x="{_num(x0)}" y="{_num(y0)}" width="{_num(width)}" height="{_num(height)}" '
+    parts = [f'<g class="legend"><rect x="{num(x0)}" y="{num(y0)}" width="{num(width)}" height="{num(height)}" '
              'fill="white" fill-opacity="0.9" stroke="#bbb"/>']
     for i, (mark, colour, text) in enumerate(items):
         cy = y0 + 3 + row * i + row / 2
         sx = x0 + 6
         if mark in ("line", "dashed"):
             dash = ' stroke-dasharray="5 3"' if mark == "dashed" else ""
-            parts.append(_line(sx, cy, sx + sample, cy, colour, 2.5 if mark == "line" else 2, dash))
+            parts.append(svg_line(sx, cy, sx + sample, cy, colour, 2.5 if mark == "line" else 2, dash))
         elif mark == "dot":
-            parts.append(f'<circle cx="{_num(sx + sample / 2)}" cy="{_num(cy)}" r="4" fill="{colour}"/>')
+            parts.append(f'<circle cx="{num(sx + sample / 2)}" cy="{num(cy)}" r="4" fill="{colour}"/>')
         elif mark == "bar":
-            parts.append(f'<rect x="{_num(sx + 3)}" y="{_num(cy - 4)}" width="{sample - 6}" height="8" '
+            parts.append(f'<rect x="{num(sx + 3)}" y="{num(cy - 4)}" width="{sample - 6}" height="8" '
                          f'fill="{colour}"/>')
         else:  # whisker: an interval
-            parts.append(_line(sx, cy, sx + sample, cy, colour, 2))
-            parts += [_line(x, cy - 3, x, cy + 3, colour, 1.5) for x in (sx, sx + sample)]
-        parts.append(_text(sx + sample + 5, cy + size * 0.35, text, size, extra='class="legend-text"'))
+            parts.append(svg_line(sx, cy, sx + sample, cy, colour, 2))
+            parts += [svg_line(x, cy - 3, x, cy + 3, colour, 1.5) for x in (sx, sx + sample)]
+        parts.append(svg_text(sx + sample + 5, cy + size * 0.35, text, size, extra='class="legend-text"'))
     parts.append("</g>")
     return "".join(parts)
 
@@ -132,21 +82,21 @@ def tick_text(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _axes(box: _Box, ticks: list[float], xlabel: str, ylabel: str,
+def _axes(box: Box, ticks: list[float], xlabel: str, ylabel: str,
           y_ticks: list[tuple[float, str]] | None = None,
           x_text: Callable[[float], str] = tick_text) -> list[str]:
     """Grid lines, tick labels and axis titles of a unit box: x ticks in [0, 1]; y ticks (position in [0, 1],
     text), the x ticks when None."""
     parts = []
     for t in ticks:
-        parts.append(_line(box.x(t), box.top, box.x(t), box.bottom, _GRID))
-        parts.append(_text(box.x(t), box.bottom + 13, x_text(t), 11, "middle"))
+        parts.append(svg_line(box.x(t), box.top, box.x(t), box.bottom, GRID))
+        parts.append(svg_text(box.x(t), box.bottom + 13, x_text(t), 11, "middle"))
     for t, text in y_ticks if y_ticks is not None else [(t, tick_text(t)) for t in ticks]:
-        parts.append(_line(box.left, box.y(t), box.right, box.y(t), _GRID))
-        parts.append(_text(box.left - 3, box.y(t) + 4, text, 11, "end", 'class="y-tick"'))
-    parts.append(_text(box.x(0.5), box.bottom + 27, xlabel, 11, "middle"))
+        parts.append(svg_line(box.left, box.y(t), box.right, box.y(t), GRID))
+        parts.append(svg_text(box.left - 3, box.y(t) + 4, text, 11, "end", 'class="y-tick"'))
+    parts.append(svg_text(box.x(0.5), box.bottom + 27, xlabel, 11, "middle"))
     cy = box.y(0.5)
-    parts.append(_text(11, cy, ylabel, 9, "middle", f'transform="rotate(-90 11 {_num(cy)})"'))
+    parts.append(svg_text(11, cy, ylabel, 9, "middle", f'transform="rotate(-90 11 {num(cy)})"'))
     return parts
 
 
@@ -155,12 +105,12 @@ def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: flo
             operating_point: tuple[float, float] | None = None, size: int = 300) -> str:
     """One label's ROC curve (fpr, tpr (K,)), the baseline run's dashed when given, the threshold's operating
     point, and a legend."""
-    box = _Box(48, 22, size - 58, size - 72)
+    box = Box(48, 22, size - 58, size - 72)
     parts = [f'<svg class="roc" data-label="{escape(label)}" width="{size}" height="{size}" '
-             f'viewBox="0 0 {size} {size}" {_SVG_NS} role="img">',
-             _text(size / 2, 14, label, 12, "middle", 'font-weight="bold"')]
+             f'viewBox="0 0 {size} {size}" {SVG_NS} role="img">',
+             svg_text(size / 2, 14, label, 12, "middle", 'font-weight="bold"')]
     parts += _axes(box, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "1 - specificity", "sensitivity")
-    parts.append(_line(box.x(0), box.y(0), box.x(1), box.y(1), "#bbb", 1, 'stroke-dasharray="3 3"'))
+    parts.append(svg_line(box.x(0), box.y(0), box.x(1), box.y(1), "#bbb", 1, 'stroke-dasharray="3 3"'))
     parts.append(box.frame())
     legend = []
     if baseline is not None and baseline[0].size:
@@ -174,13 +124,13 @@ def roc_svg(label: str, fpr: np.ndarray, tpr: np.ndarray, auroc: float, low: flo
         legend.append(("dashed", BASELINE_COLOUR, f"baseline {format_metric(baseline_auroc)}"))
     if operating_point is not None and fpr.size and not any(math.isnan(v) for v in operating_point):
         x, y = box.x(operating_point[0]), box.y(operating_point[1])
-        parts.append(f'<circle class="operating-point" cx="{_num(x)}" cy="{_num(y)}" r="4" fill="{THRESHOLD_COLOUR}" '
+        parts.append(f'<circle class="operating-point" cx="{num(x)}" cy="{num(y)}" r="4" fill="{THRESHOLD_COLOUR}" '
                      'stroke="white"/>')
         legend.append(("dot", THRESHOLD_COLOUR, "threshold"))
     if legend:
         parts.append(_legend(legend, box.right - 3, box.bottom - 3))
     caption = (f"AUROC {format_interval(auroc, low, high)}" if fpr.size else "one class only: no curve")
-    parts.append(_text(size / 2, size - 4, caption, 10, "middle"))
+    parts.append(svg_text(size / 2, size - 4, caption, 10, "middle"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -201,13 +151,13 @@ def histogram_svg(label: str, edges: np.ndarray, positives: np.ndarray, negative
     width, height = size
     lo_edge, hi_edge = float(edges[0]), float(edges[-1])
     span = (hi_edge - lo_edge) or 1.0
-    box = _Box(48, 20, width - 58, height - 104)
+    box = Box(48, 20, width - 58, height - 104)
     shares = [c / c.sum() if c.sum() else np.zeros_like(c, dtype=float) for c in (negatives, positives)]
     peak = float(max(s.max(initial=0.0) for s in shares))
     top, steps = _nice_top(peak) if peak > 0 else (1.0, 5)
     parts = [f'<svg class="histogram" data-label="{escape(label)}" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" {_SVG_NS} role="img">',
-             _text(width / 2, 13, label, 12, "middle", 'font-weight="bold"')]
+             f'viewBox="0 0 {width} {height}" {SVG_NS} role="img">',
+             svg_text(width / 2, 13, label, 12, "middle", 'font-weight="bold"')]
     parts += _axes(box, [0.0, 0.25, 0.5, 0.75, 1.0], "probability", "% of class",
                    [(k / steps, f"{100 * top * k / steps:g}") for k in range(steps + 1)],
                    x_text=lambda u: tick_text(lo_edge + u * span))
@@ -218,13 +168,13 @@ def histogram_svg(label: str, edges: np.ndarray, positives: np.ndarray, negative
                 continue
             lo, hi = (edges[b] - lo_edge) / span, (edges[b + 1] - lo_edge) / span
             x0, y0, bar_w = box.x(lo + (hi - lo) * offset), box.y(value / top), box.width * (hi - lo) / 2
-            parts.append(f'<rect class="bar-{cls}" x="{_num(x0)}" y="{_num(y0)}" width="{_num(bar_w)}" '
-                         f'height="{_num(box.bottom - y0)}" fill="{colour}"/>')
+            parts.append(f'<rect class="bar-{cls}" x="{num(x0)}" y="{num(y0)}" width="{num(bar_w)}" '
+                         f'height="{num(box.bottom - y0)}" fill="{colour}"/>')
     parts.append(box.frame())
     if not math.isnan(threshold):
         tx = box.x(min(max((threshold - lo_edge) / span, 0.0), 1.0))
-        parts.append(f'<line class="threshold" x1="{_num(tx)}" y1="{_num(box.top)}" x2="{_num(tx)}" '
-                     f'y2="{_num(box.bottom)}" stroke="{THRESHOLD_COLOUR}" stroke-width="2" stroke-dasharray="4 2"/>')
+        parts.append(f'<line class="threshold" x1="{num(tx)}" y1="{num(box.top)}" x2="{num(tx)}" '
+                     f'y2="{num(box.bottom)}" stroke="{THRESHOLD_COLOUR}" stroke-width="2" stroke-dasharray="4 2"/>')
     # Below the axes, where it hides no bar.
     parts.append(_legend_row([("bar", POSITIVE_COLOUR, f"with finding (n={int(positives.sum())})"),
                               ("bar", NEGATIVE_COLOUR, f"without (n={int(negatives.sum())})")],
@@ -261,7 +211,7 @@ def auroc_chart_svg(rows: list[str], run: Estimates, names: tuple[str, str] = ("
     delta_panel = 220 if delta is not None else 0
     width = left + panel + (delta_panel + 30 if delta is not None else 0) + 16
     height = legend_h + row_h * len(rows) + 40
-    box = _Box(left, legend_h, panel, row_h * len(rows))
+    box = Box(left, legend_h, panel, row_h * len(rows))
     shown = np.concatenate([a.ravel() for e in (run, baseline) if e is not None for a in (e.value, e.low, e.high)])
     shown = shown[~np.isnan(shown)]
     start = min(0.5, math.floor(float(shown.min()) * 10) / 10) if shown.size else 0.5
@@ -270,22 +220,22 @@ def auroc_chart_svg(rows: list[str], run: Estimates, names: tuple[str, str] = ("
         return box.x((v - start) / (1.0 - start))
 
     parts = [f'<svg class="auroc-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'{_SVG_NS} role="img">']
+             f'{SVG_NS} role="img">']
     for t in np.arange(start, 1.0001, 0.1):
-        parts.append(_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t - 0.5) < 1e-9 else _GRID))
-        parts.append(_text(ax(t), box.bottom + 12, f"{t:.1f}", 9, "middle"))
-    parts.append(_text(box.x(0.5), box.bottom + 27, "AUROC", 10, "middle"))
+        parts.append(svg_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t - 0.5) < 1e-9 else GRID))
+        parts.append(svg_text(ax(t), box.bottom + 12, f"{t:.1f}", 9, "middle"))
+    parts.append(svg_text(box.x(0.5), box.bottom + 27, "AUROC", 10, "middle"))
     off = 4 if baseline is not None else 0
     for i, name in enumerate(rows):
         cy = box.top + row_h * i + row_h / 2
         bold = 'font-weight="bold"' if i >= len(rows) - summary_rows else ""
-        parts.append(_text(left - 6, cy + 4, name, 11, "end", bold))
+        parts.append(svg_text(left - 6, cy + 4, name, 11, "end", bold))
         parts += _estimate(run, i, ax, cy - off, ROC_COLOUR, "auroc-point", 5 if bold else 4)
         if baseline is not None:
             parts += _estimate(baseline, i, ax, cy + off, BASELINE_COLOUR, "auroc-baseline", 4 if bold else 3.5)
     if summary_rows:
         y = box.top + row_h * (len(rows) - summary_rows)
-        parts.append(_line(8, y, width - 8, y, "#888", 1))
+        parts.append(svg_line(8, y, width - 8, y, "#888", 1))
     parts.append(box.frame())
     legend = [("dot", ROC_COLOUR, _short(names[0]))]
     if baseline is not None:
@@ -293,7 +243,7 @@ def auroc_chart_svg(rows: list[str], run: Estimates, names: tuple[str, str] = ("
     legend.append(("whisker", "#555", f"{level:.0%} CI"))
     if delta is not None:
         legend.append(("dot", DELTA_COLOUR, "run - baseline"))
-        parts += _delta_panel(rows, delta, _Box(left + panel + 30, legend_h, delta_panel, row_h * len(rows)), row_h)
+        parts += _delta_panel(rows, delta, Box(left + panel + 30, legend_h, delta_panel, row_h * len(rows)), row_h)
     parts.append(_legend_row(legend, left, 16))
     parts.append("</svg>")
     return "".join(parts)
@@ -306,13 +256,13 @@ def _short(name: str, limit: int = 44) -> str:
 def _estimate(e: Estimates, i: int, ax, cy: float, colour: str, cls: str, r: float) -> list[str]:
     parts = []
     if not math.isnan(e.low[i]) and not math.isnan(e.high[i]):
-        parts.append(_line(ax(e.low[i]), cy, ax(e.high[i]), cy, colour, 2, f'class="{cls}-ci"'))
+        parts.append(svg_line(ax(e.low[i]), cy, ax(e.high[i]), cy, colour, 2, f'class="{cls}-ci"'))
     if not math.isnan(e.value[i]):
-        parts.append(f'<circle class="{cls}" cx="{_num(ax(e.value[i]))}" cy="{_num(cy)}" r="{r:g}" fill="{colour}"/>')
+        parts.append(f'<circle class="{cls}" cx="{num(ax(e.value[i]))}" cy="{num(cy)}" r="{r:g}" fill="{colour}"/>')
     return parts
 
 
-def _delta_panel(rows: list[str], delta: Estimates, box: _Box, row_h: int) -> list[str]:
+def _delta_panel(rows: list[str], delta: Estimates, box: Box, row_h: int) -> list[str]:
     values = np.concatenate([delta.value, delta.low, delta.high])
     values = values[~np.isnan(values)]
     largest = max(0.05, float(np.abs(values).max(initial=0.0)))
@@ -324,9 +274,9 @@ def _delta_panel(rows: list[str], delta: Estimates, box: _Box, row_h: int) -> li
 
     parts = []
     for t in np.arange(-reach, reach + step / 2, step):
-        parts.append(_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t) < 1e-12 else _GRID))
-        parts.append(_text(ax(t), box.bottom + 12, f"{t:+g}" if abs(t) > 1e-12 else "0", 9, "middle"))
-    parts.append(_text(box.x(0.5), box.bottom + 27, "AUROC difference", 10, "middle"))
+        parts.append(svg_line(ax(t), box.top, ax(t), box.bottom, "#aaa" if abs(t) < 1e-12 else GRID))
+        parts.append(svg_text(ax(t), box.bottom + 12, f"{t:+g}" if abs(t) > 1e-12 else "0", 9, "middle"))
+    parts.append(svg_text(box.x(0.5), box.bottom + 27, "AUROC difference", 10, "middle"))
     for i in range(len(rows)):
         parts += _estimate(delta, i, ax, box.top + row_h * i + row_h / 2, DELTA_COLOUR, "delta-point", 4)
     parts.append(box.frame())
@@ -338,93 +288,15 @@ def _legend_row(items: list[tuple[str, str, str]], x: float, cy: float, size: fl
     parts = ['<g class="legend">']
     for mark, colour, text in items:
         if mark == "dot":
-            parts.append(f'<circle cx="{_num(x + 5)}" cy="{_num(cy)}" r="4.5" fill="{colour}"/>')
+            parts.append(f'<circle cx="{num(x + 5)}" cy="{num(cy)}" r="4.5" fill="{colour}"/>')
         elif mark == "bar":
-            parts.append(f'<rect x="{_num(x + 1)}" y="{_num(cy - 4)}" width="12" height="8" fill="{colour}"/>')
+            parts.append(f'<rect x="{num(x + 1)}" y="{num(cy - 4)}" width="12" height="8" fill="{colour}"/>')
         elif mark == "dashed":
-            parts.append(_line(x, cy, x + 14, cy, colour, 2, 'stroke-dasharray="4 2"'))
+            parts.append(svg_line(x, cy, x + 14, cy, colour, 2, 'stroke-dasharray="4 2"'))
         else:
-            parts.append(_line(x, cy, x + 14, cy, colour, 2))
-            parts += [_line(v, cy - 3, v, cy + 3, colour, 1.5) for v in (x, x + 14)]
-        parts.append(_text(x + 18, cy + 3.5, text, size, extra='class="legend-text"'))
+            parts.append(svg_line(x, cy, x + 14, cy, colour, 2))
+            parts += [svg_line(v, cy - 3, v, cy + 3, colour, 1.5) for v in (x, x + 14)]
+        parts.append(svg_text(x + 18, cy + 3.5, text, size, extra='class="legend-text"'))
         x += 18 + len(text) * size * 0.56 + 16
     parts.append("</g>")
-    return "".join(parts)
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """(...) values in [0, 1] (clipped) -> (..., 3) float RGB on viridis."""
-    pos = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0) * (len(VIRIDIS) - 1)
-    i = np.minimum(pos.astype(int), len(VIRIDIS) - 2)
-    frac = (pos - i)[..., None]
-    return VIRIDIS[i] * (1.0 - frac) + VIRIDIS[i + 1] * frac
-
-
-def colour_bar_svg(caption: str, width: int = 340,
-                   ticks: tuple[str, ...] = ("0", "0.25", "0.5", "0.75", "1")) -> str:
-    """The heatmaps' colour scale: viridis from its dark to its yellow end with evenly spaced tick labels (values,
-    or words such as 'lowest' / 'highest' when every image has its own range), as a horizontal bar."""
-    stops = "".join(f'<stop offset="{k / (len(VIRIDIS) - 1):.4f}" stop-color="rgb({r:.0f},{g:.0f},{b:.0f})"/>'
-                    for k, (r, g, b) in enumerate(VIRIDIS))
-    box = _Box(10, 20, width - 20, 16)
-    parts = [f'<svg class="colour-bar" width="{width}" height="58" viewBox="0 0 {width} 58" {_SVG_NS} role="img">',
-             f'<defs><linearGradient id="viridis" x1="0" x2="1" y1="0" y2="0">{stops}</linearGradient></defs>',
-             _text(box.left, 13, caption, 10),
-             f'<rect class="colour-bar-scale" x="{_num(box.left)}" y="{_num(box.top)}" width="{_num(box.width)}" '
-             f'height="{_num(box.height)}" fill="url(#viridis)" stroke="#444"/>']
-    for k, text in enumerate(ticks):
-        t = k / max(len(ticks) - 1, 1)
-        parts.append(_line(box.x(t), box.bottom, box.x(t), box.bottom + 4, "#444"))
-        anchor = "start" if k == 0 else "end" if k == len(ticks) - 1 else "middle"
-        parts.append(_text(box.x(t), box.bottom + 15, text, 11, anchor))
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def heatmap_scale(heat: np.ndarray) -> tuple[float, float]:
-    """The range a heatmap is coloured over so its structure shows: its own lowest and highest cell (a map
-    whose cells are all alike gets [0, 1], where it reads as the flat value it is)."""
-    h = np.nan_to_num(np.asarray(heat, dtype=np.float64))
-    if h.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(h.min()), float(h.max())
-    return (lo, hi) if hi - lo > 1e-6 else (0.0, 1.0)
-
-
-def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray, size: int = 256, opacity: float = HEAT_OPACITY,
-                        scale: tuple[float, float] = (0.0, 1.0)) -> tuple[bytes, int, int]:
-    """(H, W) uint8 image and (gh, gw) heatmap of one label (probabilities) -> (PNG bytes, width, height): the
-    image with its longest side `size`, and the heatmap stretched over it on viridis from scale[0] (dark) to
-    scale[1] (yellow), blended at `opacity`; the default (0, 1) is one absolute scale for every image."""
-    lo, hi = scale
-    img = Image.fromarray(np.asarray(gray, dtype=np.uint8))
-    zoom = size / max(img.size)
-    img = img.resize((max(1, round(img.width * zoom)), max(1, round(img.height * zoom))),
-                     Image.Resampling.BILINEAR)
-    heat = np.clip((np.nan_to_num(np.asarray(heat, dtype=np.float32)) - lo) / ((hi - lo) or 1.0), 0.0, 1.0)
-    heat = heat.astype(np.float32)
-    up = np.asarray(Image.fromarray(heat).resize(img.size, Image.Resampling.BILINEAR), dtype=np.float64)
-    base = np.repeat(np.asarray(img, dtype=np.float64)[..., None], 3, axis=2)
-    rgb = base * (1.0 - opacity) + colormap(up) * opacity
-    out = io.BytesIO()
-    Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue(), img.width, img.height
-
-
-def overlay_svg(png: bytes, width: int, height: int, boxes: tuple[tuple[str, float, float, float, float], ...],
-                label: str) -> str:
-    """The overlay image with ground-truth boxes (label, x, y, w, h in its pixels): the shown label's solid,
-    other labels' dashed, each named."""
-    data = base64.b64encode(png).decode("ascii")
-    parts = [f'<svg class="overlay-image" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'{_SVG_NS} role="img"><image href="data:image/png;base64,{data}" x="0" y="0" width="{width}" '
-             f'height="{height}"/>']
-    for name, x, y, w, h in boxes:
-        dash = "" if name == label else ' stroke-dasharray="5 3"'
-        parts.append(f'<rect class="gt-box" data-label="{escape(name)}" x="{_num(x)}" y="{_num(y)}" '
-                     f'width="{_num(w)}" height="{_num(h)}" fill="none" stroke="{BOX_COLOUR}" stroke-width="2"{dash}/>')
-        ty = y - 3 if y > 12 else min(y + h + 11, height - 2)
-        parts.append(_text(x, ty, name, 10, "start", f'fill="{BOX_COLOUR}" stroke="black" stroke-width="2.5" '
-                                                     'paint-order="stroke" font-weight="bold"'))
-    parts.append("</svg>")
     return "".join(parts)
