@@ -126,8 +126,12 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: QuantizationPreset 
                   ignored_names: Sequence[str] = (), ignored_types: Sequence[str] = (),
                   control: AccuracyControl | None = None,
                   ranges: ActivationRanges = ActivationRanges.MINMAX,
-                  bias_correction: BiasCorrection = BiasCorrection.FAST):  # -> openvino.Model
+                  bias_correction: BiasCorrection = BiasCorrection.FAST,
+                  on_item: Callable[[], None] | None = None):  # -> openvino.Model
     """NNCF post-training INT8 of an FP32 IR from calibration pixels (N, 1, S, S) uint8.
+
+    on_item, if given, is called each time NNCF reads a calibration image (for a progress line; NNCF may read
+    the set more than once).
 
     Every model NNCF compiles meanwhile (statistics, accuracy control) runs in f32 whatever the CPU, so the
     result does not depend on whether OpenVINO would have picked bf16 (f32_compiles). The defaults are NNCF's
@@ -137,7 +141,12 @@ def quantize_int8(ov_model, calibration: np.ndarray, preset: QuantizationPreset 
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    calib = nncf.Dataset(list(calibration), lambda x: x[None])
+    def transform(x: np.ndarray) -> np.ndarray:
+        if on_item is not None:
+            on_item()
+        return x[None]
+
+    calib = nncf.Dataset(list(calibration), transform)
     scope = nncf.IgnoredScope(names=list(ignored_names), types=list(ignored_types)) \
         if (ignored_names or ignored_types) else None
     options = {
@@ -190,11 +199,19 @@ def infer_probs(ov_model, pixels: np.ndarray, batch: int = 16, threads: int | No
     return infer_compiled(compile_cpu(ov_model, precision, threads), pixels, batch)
 
 
-def infer_compiled(compiled, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
-    """(N, 1, S, S) uint8 -> (N, L) float32 through a compiled model, `batch` images per request."""
+def infer_compiled(compiled, pixels: np.ndarray, batch: int = 16,
+                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """(N, 1, S, S) uint8 -> (N, L) float32 through a compiled model, `batch` images per request.
+
+    on_batch, if given, is called with the number of images of each request once it has run (a progress line).
+    """
     if len(pixels) == 0:
         return np.zeros((0, compiled.outputs[0].get_partial_shape()[1].get_length()), np.float32)
-    out = [compiled(pixels[i : i + batch])[0] for i in range(0, len(pixels), batch)]
+    out = []
+    for i in range(0, len(pixels), batch):
+        out.append(compiled(pixels[i : i + batch])[0])
+        if on_batch is not None:
+            on_batch(len(pixels[i : i + batch]))
     return np.concatenate(out).astype(np.float32)
 
 

@@ -43,6 +43,20 @@ WORKER_SETUP_HOOK = "cli.console.quiet_process"
 _state: dict = {"quiet_driver": False, "restore_stderr": None}
 
 
+def quiet_job_client() -> None:
+    """The cluster commands' client (submit, status, logs, stop, list): Ray's job client logs each upload, and its
+    runtime-env packaging warns about what it leaves out of the working_dir (tilescope excludes those itself);
+    none of it is the user's business unless verbose. Ray's modules set their own loggers' levels when imported,
+    so they are imported first and every Ray logger is then raised to ERROR."""
+    if verbose():
+        return
+    import ray.job_submission  # noqa: F401  (imports the SDK and runtime-env modules, which set their levels)
+
+    for name, item in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "ray" or name.startswith("ray.")) and isinstance(item, logging.Logger):
+            item.setLevel(logging.ERROR)
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 

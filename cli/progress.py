@@ -204,3 +204,44 @@ class BatchLine:
         eta = format_duration((total - done) / rate) if rate > 0 else "?"
         print(f"[{self.job}] epoch {self.epoch + 1}/{self.epochs}: {done}/{total} images "
               f"({100.0 * done / total:.0f}%), {rate:.1f} images/s, epoch ETA {eta}", file=self.stream, flush=True)
+
+
+class CountLine:
+    """Progress through `total` items of one step (NNCF's calibration passes, inference on evaluation images):
+    at most one line every `every_s` seconds, none for a step shorter than that.
+
+        [quantize] NNCF INT8 calibration, pass 2: 120/300 images (40%), 31.5 images/s, ETA 6s
+
+    `tick()` counts one item; counting past `total` starts the next pass over the same items (NNCF may read
+    its calibration set more than once), so the line names the pass from the second one on. `then`, if given,
+    is printed once when the first pass ends (what the step does next without reading items).
+    """
+
+    def __init__(self, job: str, what: str, total: int, every_s: float = 10.0, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic, then: str | None = None) -> None:
+        self.job, self.what, self.total, self.every_s, self.then = job, what, max(1, total), every_s, then
+        self.stream = stream or sys.stdout
+        self.clock = clock
+        self.count = 0
+        self.pass_start = self.last = clock()
+
+    def tick(self, items: int = 1) -> None:
+        for _ in range(items):
+            if self.count and self.count % self.total == 0:
+                self.pass_start = self.clock()
+            self.count += 1
+        now = self.clock()
+        done = (self.count - 1) % self.total + 1
+        if self.then is not None and self.count >= self.total:
+            print(f"[{self.job}] {self.what}: {self.total}/{self.total} images read; {self.then}", file=self.stream,
+                  flush=True)
+            self.then = None
+        if now - self.last < self.every_s or done >= self.total:
+            return
+        self.last = now
+        rate = done / (now - self.pass_start) if now > self.pass_start else 0.0
+        eta = format_duration((self.total - done) / rate) if rate > 0 else "?"
+        passes = (self.count - 1) // self.total + 1
+        what = self.what + (f", pass {passes}" if passes > 1 else "")
+        print(f"[{self.job}] {what}: {done}/{self.total} images ({100.0 * done / self.total:.0f}%), "
+              f"{rate:.1f} images/s, ETA {eta}", file=self.stream, flush=True)

@@ -49,7 +49,7 @@ from actors.openvino_ir import (
 )
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
-from cli.progress import stage
+from cli.progress import CountLine, stage
 from cli.provenance import tilescope_versions
 from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source
 from storage.artifacts import require_new, write_artifact
@@ -225,8 +225,18 @@ def check_agreement(cfg: QuantizeConfig, int8: PrecisionAgreement, ran: RanPreci
 
 
 def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.ndarray, RanPrecision]:
-    """Probabilities (M, L) of a compiled model on the evaluation pixels, and what it ran."""
-    return infer_compiled(compiled, pixels), what_ran(compiled, precision)
+    """Probabilities (M, L) of a compiled model on the evaluation pixels, and what it ran; a progress line every
+    10 s while it runs."""
+    line = CountLine("quantize", f"{precision.value.upper()} evaluation", len(pixels))
+    return infer_compiled(compiled, pixels, on_batch=line.tick), what_ran(compiled, precision)
+
+
+def calibration_next(cfg: QuantizeConfig) -> str:
+    """What NNCF does once it has read the calibration images (the part of the step without a count)."""
+    steps = [f"{cfg.bias_correction} bias correction"]
+    if cfg.max_drop is not None or cfg.max_prob_diff is not None:
+        steps.append("accuracy control (ranks layers, then returns them to float one at a time)")
+    return "now " + ", then ".join(steps)
 
 
 def input_plan(cfg: QuantizeConfig) -> InputPlan:
@@ -273,7 +283,9 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
                               else "") + ")"):
         int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
                              control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
-                             bias_correction=cfg.bias_correction)
+                             bias_correction=cfg.bias_correction,
+                             on_item=CountLine("quantize", "NNCF INT8 calibration", len(images.calibration),
+                                               then=calibration_next(cfg)).tick)
     with stage("quantize", f"INT8 on {n_eval} evaluation images"):
         p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
     int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)

@@ -22,7 +22,7 @@ never reads, prints or stores the token.
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import os
 import re
 import sys
@@ -128,8 +128,6 @@ def connect(address: str | None):
     RAY_AUTH_MODE=token; the constructor already calls the cluster, so a refusal surfaces here."""
     from ray.job_submission import JobSubmissionClient
 
-    # Ray's INFO lines about packaging the working_dir would bury tilescope's own output; warnings stay.
-    logging.getLogger("ray").setLevel(logging.WARNING)
     url = address or os.environ.get("RAY_ADDRESS")
     if not url:
         raise ValueError("--address is required (or set RAY_ADDRESS): the Ray Jobs API URL, e.g. "
@@ -183,11 +181,14 @@ def follow_logs(client, submission_id: str, out: TextIO = sys.stdout) -> str:
 
     async def tail() -> None:
         pending = ""
-        async for chunk in client.tail_job_logs(submission_id):
-            *lines, pending = (pending + chunk).split("\n")
-            if lines:
-                out.write(job_log_lines("\n".join(lines) + "\n"))
-                out.flush()
+        # aclosing: on Ctrl-C the stream is closed inside the loop, so its HTTP session does not outlive the loop
+        # (aiohttp would print "Unclosed client session" and a traceback at exit).
+        async with contextlib.aclosing(client.tail_job_logs(submission_id)) as chunks:
+            async for chunk in chunks:
+                *lines, pending = (pending + chunk).split("\n")
+                if lines:
+                    out.write(job_log_lines("\n".join(lines) + "\n"))
+                    out.flush()
         if pending:
             out.write(job_log_lines(pending))
             out.flush()
@@ -286,16 +287,19 @@ def _resubmission(client, run_id: str) -> tuple[str, int, str, dict[str, str]]:
 
 
 def report_errors(prog: str, address: str | None, command: Callable[[], int]) -> int:
-    """Run a client command; on a refusal, an unreachable cluster or a bad request print the cause, return 2."""
+    """Run a client command; on a refusal, an unreachable cluster or a bad request print the cause, return 2.
+    Ctrl-C (while following logs, or waiting for a stop) prints one line, not asyncio's and Ray's tracebacks, and
+    returns 130: only the client stops; the run goes on on the cluster."""
     from ray.exceptions import AuthenticationError
 
     url = address or os.environ.get("RAY_ADDRESS", "")
-    if not console.verbose():
-        # Ray's job client logs each upload and websocket event and warns about what it leaves out of the
-        # working_dir (tilescope excludes those itself): not the user's business unless TILESCOPE_VERBOSE.
-        logging.getLogger("ray").setLevel(logging.ERROR)
+    console.quiet_job_client()
     try:
         return command()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; only this command stopped, the run goes on on the cluster (`tilescope status "
+              "RUN` shows it, `tilescope stop RUN` stops it)", file=sys.stderr)
+        return 130
     except AuthenticationError as exc:
         reason = str(exc).splitlines()[0]
         message = f"the Ray cluster at {url} refused the request ({reason}); {AUTH_HINT}"

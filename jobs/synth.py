@@ -17,11 +17,12 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
+from cli.progress import CountLine
 from storage.fs import check_reachable, list_files, resolve, write_bytes_atomic
 from storage.metadata_files import BBOX_LIST, DATA_ENTRY, SYNTH_MARKER, TEST_LIST, TRAIN_VAL_LIST
 from xray.synth.detail import FindingDetail
@@ -120,8 +121,10 @@ def shard_plan(n_images: int, shards: int) -> list[tuple[str, range]]:
 
 
 def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0,
-                detail: FindingDetail = FindingDetail.COARSE) -> tuple[bytes, list[CaseRecord]]:
-    """A deterministic tar.gz of images/<name>.png for `indices`, and the cases' metadata."""
+                detail: FindingDetail = FindingDetail.COARSE,
+                on_image: Callable[[], None] | None = None) -> tuple[bytes, list[CaseRecord]]:
+    """A deterministic tar.gz of images/<name>.png for `indices`, and the cases' metadata; on_image, if given, is
+    called after each image (a progress line)."""
     buf = io.BytesIO()
     records: list[CaseRecord] = []
     # PNG payloads are already deflated: gzip level 1 saves CPU and loses almost nothing. mtime=0 and
@@ -137,6 +140,8 @@ def build_shard(indices: range, seed: int, size: int, finding_scale: float = 1.0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(png))
             records.append(case.record())
+            if on_image is not None:
+                on_image()
     return buf.getvalue(), records
 
 
@@ -166,8 +171,10 @@ def run(cfg: SynthConfig) -> SynthSummary:
     records: list[CaseRecord] = []
     shard_uris: list[str] = []
     written = 0
+    progress = CountLine("synth", f"drawing {cfg.size} px images into {len(plan)} shards", cfg.n_images)
     for name, indices in plan:
-        data, shard_records = build_shard(indices, cfg.seed, cfg.size, cfg.finding_scale, cfg.detail)
+        data, shard_records = build_shard(indices, cfg.seed, cfg.size, cfg.finding_scale, cfg.detail,
+                                          on_image=progress.tick)
         target = out.join(name)
         write_bytes_atomic(target, data)
         shard_uris.append(target.uri)

@@ -159,3 +159,38 @@ def test_batch_lines_within_an_epoch_are_throttled_and_carry_rate_and_eta():
     lines = out.getvalue().splitlines()
     assert lines == ["[train] epoch 2/5: 320/1000 images (32%), 32.0 images/s, epoch ETA 21s",
                      "[train] epoch 2/5: 640/1000 images (64%), 32.0 images/s, epoch ETA 11s"]  # none at the end
+
+
+def test_count_lines_are_throttled_and_name_the_pass_when_the_items_are_read_again():
+    import io
+
+    from cli.progress import CountLine
+
+    now = [0.0]
+    out = io.StringIO()
+    line = CountLine("quantize", "NNCF INT8 calibration", total=100, every_s=10.0, stream=out, clock=lambda: now[0],
+                     then="now full bias correction")
+    for i in range(1, 201):  # two passes over 100 images, 1 image per 0.25 s
+        now[0] = i * 0.25
+        line.tick()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[quantize] NNCF INT8 calibration: 40/100 images (40%), 4.0 images/s, ETA 15s"
+    assert lines[1] == "[quantize] NNCF INT8 calibration: 80/100 images (80%), 4.0 images/s, ETA 5s"
+    assert lines[2] == "[quantize] NNCF INT8 calibration: 100/100 images read; now full bias correction"  # once
+    # t = 30 s; the second pass started its own clock at its first image (t = 25.25 s).
+    assert lines[3] == "[quantize] NNCF INT8 calibration, pass 2: 20/100 images (20%), 4.2 images/s, ETA 19s"
+    assert len(lines) == 5  # no count line at the end of a pass
+
+
+def test_count_lines_count_a_batch_as_its_images():
+    import io
+
+    from cli.progress import CountLine
+
+    now = [0.0]
+    out = io.StringIO()
+    line = CountLine("quantize", "FP32 evaluation", total=64, every_s=5.0, stream=out, clock=lambda: now[0])
+    for t in (2.0, 6.0, 9.0, 12.0):
+        now[0] = t
+        line.tick(16)
+    assert out.getvalue().splitlines() == ["[quantize] FP32 evaluation: 32/64 images (50%), 5.3 images/s, ETA 6s"]

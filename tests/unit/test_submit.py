@@ -281,6 +281,18 @@ def test_report_errors_names_the_cause_and_the_fix(capsys):
     assert "cannot reach the Ray Jobs API at http://127.0.0.1:8265" in capsys.readouterr().err
 
 
+def test_ctrl_c_while_following_stops_only_the_client_in_one_line(capsys):
+    def following() -> int:
+        raise KeyboardInterrupt
+
+    assert submit.report_errors("tilescope logs", ADDRESS, following) == 130
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "tilescope logs: interrupted; only this command stopped, the run goes on on the cluster (`tilescope status "
+        "RUN` shows it, `tilescope stop RUN` stops it)"]
+    assert captured.out == ""
+
+
 def test_dispatcher_routes_cluster_commands_to_their_functions(capsys):
     for name in ("status", "logs", "stop"):
         with pytest.raises(SystemExit) as exit_:
