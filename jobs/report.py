@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,8 @@ from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
 from jobs.localisation import report_localisation
+from jobs.report_ground_truth import GroundTruthSettings, evaluate_ground_truth, ground_truth_json, ground_truth_tables
+from jobs.report_ground_truth_page import ground_truth_conclusions, ground_truth_view
 from jobs.report_page import PageSettings, build_page, run_names
 from jobs.report_stages import (
     Evaluation,
@@ -101,6 +103,15 @@ class ReportConfig:
     name: tuple[str, ...] = ()
     """Names for the runs on the page and in report.json, in --results order (default: the run directory or file
     name, with the precision)."""
+    ground_truth: tuple[str, ...] = ()
+    """Other ground truths beside NIH's labels (repeatable; CSV, CSV.gz or Parquet; local or s3://): a table of image
+    ids (Image Index or image_id) and labels in its own vocabulary. The Google 2019 expert labels file is
+    recognised as published. Each gets a page section: AUROC against it and against NIH on the same images,
+    NIH-vs-expert agreement, triage figures."""
+    label_map: tuple[str, ...] = ()
+    """How each --ground-truth table's labels read off the model's outputs, in --ground-truth order: a YAML file,
+    or inline `Nodule or mass: max(Nodule, Mass); Pneumothorax: Pneumothorax` (`default`: the table's default,
+    e.g. the Google file's; columns named like ChestX-ray14 findings map to themselves)."""
     allow_partial: bool = False
     """Report on a run that is not committed yet (no _manifest.json): the rows written so far."""
     force: bool = False
@@ -140,6 +151,9 @@ def validate(cfg: ReportConfig) -> None:
         problems.append("--bootstrap must be 0 or more")
     if not 0.0 < cfg.ci_level < 1.0:
         problems.append("--ci-level must be in (0, 1)")
+    if len(cfg.label_map) > len(cfg.ground_truth):
+        problems.append(f"--label-map is given {len(cfg.label_map)} times for {len(cfg.ground_truth)} --ground-truth "
+                        "files: one per file, in order (`default` keeps a file's default map)")
     if cfg.top < 1 or cfg.overlays < 0:
         problems.append("--top must be at least 1 and --overlays at least 0")
     require_valid(problems)
@@ -200,9 +214,15 @@ def run(cfg: ReportConfig) -> ReportSummary:
             sc_b = screen(baseline, fit, apply, view, cfg.target_sensitivity)
             agreement = agree(primary, sc, baseline, sc_b, apply)
 
+    experts = evaluate_ground_truth(primary, GroundTruthSettings(
+        cfg.ground_truth, cfg.label_map, evaluated_on, fit, apply, cfg.bootstrap, cfg.ci_level, cfg.seed,
+        no_thresholds, cfg.s3_endpoint))
+
     # Render, then save: every file atomically, report.json last.
     tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),
               "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
+    for i, result in enumerate(experts, 1):
+        tables.update({f"ground_truth_{i}_{stem}": t for stem, t in ground_truth_tables(result).items()})
     drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
     synthetic = _synthetic(cfg)
     localisation = report_localisation(runs[0], meta, cfg.archive, cfg.s3_endpoint)
@@ -210,6 +230,11 @@ def run(cfg: ReportConfig) -> ReportSummary:
                             cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top, synthetic,
                             no_thresholds, localisation)
     page = build_page(settings, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
+    if experts:
+        page = replace(page, ground_truth=[ground_truth_view(r, evaluated_on, fit, apply, cfg.ci_level)
+                                           for r in experts],
+                       conclusions=(*page.conclusions,
+                                    *[line for r in experts for line in ground_truth_conclusions(r, cfg.ci_level)]))
 
     files = []
     for stem, table in tables.items():
@@ -220,6 +245,7 @@ def run(cfg: ReportConfig) -> ReportSummary:
     flagged = int(sc.flags[primary.truth.mask(apply)].any(axis=1).sum())
     body = _report_json(cfg, runs, known, ev, sc, agreement, int(primary.image_id.size), evaluated, flagged,
                         len(drawn), notes, files + ["report.json"])
+    body["ground_truth"] = [ground_truth_json(r) for r in experts]
     files.append(write_text(out, "report.json", json.dumps(body, indent=2, sort_keys=True, allow_nan=False)))
     summary = ReportSummary(out.uri, tuple(files), int(runs[0].image_id.size), int(primary.image_id.size),
                             evaluated, ev.mean_auroc, ev.baseline_mean_auroc, flagged, len(drawn),
@@ -351,7 +377,13 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     return job_main(ReportConfig, run, "tilescope report", __doc__, argv,
-                    rewrite_argv=lambda args: merge_repeated(merge_repeated(args, "--results"), "--name"))
+                    rewrite_argv=lambda args: _merge_repeated_flags(args))
+
+
+def _merge_repeated_flags(args: list[str]) -> list[str]:
+    for flag in ("--results", "--name", "--ground-truth", "--label-map"):
+        args = merge_repeated(args, flag)
+    return args
 
 
 if __name__ == "__main__":

@@ -68,6 +68,23 @@ class Overlay:
 
 
 @dataclass(frozen=True)
+class GroundTruthView:
+    """One --ground-truth source's section: what the labels are, then three tables (each with its caption) and
+    the triage curve."""
+
+    title: str
+    intro: tuple[str, ...]
+    side: TableView
+    side_caption: str
+    agreement: TableView
+    agreement_caption: str
+    triage: TableView
+    triage_caption: str
+    curve: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReportPage:
     """Everything the page shows, already computed; render_page only lays it out."""
 
@@ -93,6 +110,8 @@ class ReportPage:
     overlay_caption: str = ""
     colour_bar: str = ""
     notes: list[str] = field(default_factory=list)
+    ground_truth: list[GroundTruthView] = field(default_factory=list)
+    """One section per --ground-truth source, after the thresholds."""
 
 
 def format_probability(p: float) -> str:
@@ -151,6 +170,20 @@ def _summary_box(page: ReportPage) -> str:
     return f'<section id="conclusions" class="summary-box"><h2>Summary</h2><ul>{items}</ul>{note}</section>'
 
 
+def _ground_truth(view: GroundTruthView, i: int) -> str:
+    paragraphs = "".join(f'<p class="note">{escape(t)}</p>' for t in view.intro)
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in view.notes)
+    return "".join([
+        f'<section id="ground-truth-{i}" class="ground-truth"><h2>{escape(view.title)}</h2>{paragraphs}',
+        f'<h3>AUROC against the expert reads and against NIH\'s labels</h3><p class="note">'
+        f'{escape(view.side_caption)}</p>', render_table(view.side, "gt-auroc"),
+        f'<h3>NIH\'s labels against the expert reads</h3><p class="note">{escape(view.agreement_caption)}</p>',
+        render_table(view.agreement, "gt-agreement"),
+        f'<h3>Triage: how much of the worklist a threshold clears</h3><p class="note">{escape(view.triage_caption)}'
+        "</p>", render_table(view.triage, "gt-triage") if view.triage.rows else "", view.curve, notes, "</section>",
+    ])
+
+
 def render_page(page: ReportPage) -> str:
     """The whole HTML document as a string."""
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in page.facts)
@@ -177,6 +210,7 @@ def render_page(page: ReportPage) -> str:
         f'<p class="note">{escape(page.thresholds_caption)}</p>',
         render_table(page.thresholds, "thresholds"),
         "</section>",
+        *[_ground_truth(view, i) for i, view in enumerate(page.ground_truth, 1)],
         f'<section id="screening"><h2>Screening view</h2><p class="note">{escape(page.screening_caption)}</p>',
         render_table(page.screening, "screening"),
         "</section>",

@@ -300,3 +300,45 @@ def _legend_row(items: list[tuple[str, str, str]], x: float, cy: float, size: fl
         x += 18 + len(text) * size * 0.56 + 16
     parts.append("</g>")
     return "".join(parts)
+
+
+TRIAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+ANY_COLOUR = "#000000"
+
+
+def triage_svg(title: str, curves: list[tuple[str, np.ndarray, np.ndarray]], targets: tuple[float, ...],
+               low: float = 0.5, width: int = 460, height: int = 320) -> str:
+    """Share of the worklist cleared (y) against the sensitivity kept (x, from `low` to 1) for each (name,
+    sensitivity, cleared) curve; the last is drawn black and thick ("any finding"); dashed verticals at the
+    target sensitivities."""
+    box = Box(48, 24, width - 60, height - 76)
+
+    def unit_x(sens: np.ndarray) -> np.ndarray:
+        return (np.asarray(sens, dtype=np.float64) - low) / (1.0 - low)
+
+    parts = [f'<svg class="triage" width="{width}" height="{height}" viewBox="0 0 {width} {height}" {SVG_NS} '
+             'role="img">', svg_text(width / 2, 15, title, 12, "middle", 'font-weight="bold"')]
+    x_ticks = [i / 5 for i in range(6)]
+    parts += _axes(box, x_ticks, "sensitivity kept (share of positives still flagged)", "share of images cleared",
+                   y_ticks=[(t, f"{t:.0%}") for t in x_ticks], x_text=lambda u: f"{low + u * (1 - low):.2f}")
+    for t in targets:
+        if low <= t <= 1:
+            parts.append(svg_line(box.x(unit_x(t)), box.top, box.x(unit_x(t)), box.bottom, THRESHOLD_COLOUR, 1,
+                                  'stroke-dasharray="4 3" class="triage-target"'))
+    parts.append(box.frame())
+    legend = []
+    for i, (name, sens, cleared) in enumerate(curves):
+        last = i == len(curves) - 1
+        colour = ANY_COLOUR if last else TRIAGE_COLOURS[i % len(TRIAGE_COLOURS)]
+        keep = np.asarray(sens) >= low
+        if keep.any():
+            parts.append(f'<polyline class="triage-curve" data-label="{escape(name)}" points="'
+                         f'{box.points(unit_x(np.asarray(sens)[keep]), np.asarray(cleared)[keep])}" fill="none" '
+                         f'stroke="{colour}" stroke-width="{3 if last else 2}"/>')
+            legend.append(("line", colour, _short(name, 28)))
+    if legend:
+        parts.append(_legend(legend, box.right - 3, box.top + 6 + (MIN_FONT_PX + 5) * len(legend) + 6))
+    parts.append(svg_text(width / 2, height - 6, "dashed green: target sensitivities "
+                          + ", ".join(f"{t:g}" for t in targets), 11, "middle"))
+    parts.append("</svg>")
+    return "".join(parts)
