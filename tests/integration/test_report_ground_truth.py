@@ -222,3 +222,24 @@ def test_the_real_google_2019_file_is_recognised_as_published(tmp_path):
     assert table.image_id.size == 4376 and len(set(table.image_id)) == 4376
     assert sorted(set(table.set_id)) == ["test", "val"] and int((table.set_id == "test").sum()) == 1962
     assert set(np.unique(table.values)) <= {0, 1}  # the published file holds YES/NO only
+
+
+def test_predictions_from_elsewhere_get_the_side_by_side_and_triage_says_why_not(expert_report, tmp_path):
+    run, root = expert_report["run"], expert_report["root"]
+    keep = ~run.errors
+    csv = str(tmp_path / "chexnet_test_predictions.csv")
+    with open(csv, "w") as f:
+        f.write("Image Index," + ",".join(LABELS) + "\n")
+        f.writelines(f"{i}," + ",".join(f"{v:.7f}" for v in row) + "\n"
+                     for i, row in zip(run.image_ids[keep], run.probs[keep], strict=True))
+    out = str(tmp_path / "r")
+    assert report.main(["--results", csv, "--metadata", run.metadata, "--out", out, "--bootstrap", "0",
+                        "--eval-split", "all", "--ground-truth",
+                        str(root / "google2019_nih-chest-xray-labels.csv.gz")]) == 0
+    body = json.load(open(os.path.join(out, "report.json")))["ground_truth"][0]
+    assert body["counts"]["trained"] == 0 and body["counts"]["evaluated"] == expert_report["table"]["pick"].size
+    assert "predictions from elsewhere carry no model artifact" in body["triage_problem"]
+    assert read_csv(os.path.join(out, "ground_truth_1_triage.csv")) == []
+    html = open(os.path.join(out, "report.html")).read()
+    assert "No triage figures: --fit-split val needs the patients the model never trained on" in html
+    assert "The model&#x27;s training patients are not known" in html
