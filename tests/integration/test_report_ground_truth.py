@@ -9,6 +9,7 @@ import gzip
 import json
 import math
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from jobs import report
 from tests.integration.results_tables import make_run
+from tests.integration.test_report import browse, chromium  # noqa: F401  (chromium is a fixture)
 from xray.metadata.labels import LABELS
 
 GOOGLE_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -153,6 +155,33 @@ def test_the_page_has_a_section_per_source_with_its_citation_and_curve(expert_re
     assert html.count('class="triage-curve"') == 4 and "share of images cleared" in html
 
 
+def test_the_section_reads_at_800_px_with_no_text_under_11_px(chromium, expert_report, tmp_path):  # noqa: F811
+    page = open(os.path.join(expert_report["out"], "report.html")).read()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", """<script>
+      let smallest = 1e9, where = "";
+      const section = document.getElementById("ground-truth-1");
+      for (const el of section.querySelectorAll("*")) {
+        const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+        if (!own) continue;
+        let px = parseFloat(getComputedStyle(el).fontSize);
+        const svg = el.closest("svg");
+        if (svg && svg.viewBox.baseVal && svg.viewBox.baseVal.width) {
+          px *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+        }
+        if (px < smallest) { smallest = px; where = el.tagName + ":" + el.textContent.trim().slice(0, 30); }
+      }
+      const curve = section.querySelector("svg.triage").getBoundingClientRect();
+      document.body.setAttribute("data-probe", JSON.stringify({smallest, where, curveWidth: curve.width,
+        page: document.documentElement.scrollWidth, window: document.documentElement.clientWidth}));
+    </script></body>"""))
+    measured = browse(chromium, str(probe), tmp_path, "--window-size=800,1200", "--dump-dom").stdout
+    got = json.loads(re.search(r'data-probe="([^"]+)"', measured).group(1).replace("&quot;", '"'))
+    assert got["smallest"] >= 11 - 0.01, got
+    assert got["page"] <= got["window"], got  # the three tables and the curve fit an 800 px window
+    assert got["curveWidth"] > 300, got
+
+
 def test_bad_ground_truth_tables_are_refused_naming_the_cause(expert_report, tmp_path, capsys):
     run, root = expert_report["run"], expert_report["root"]
     base = ["--results", run.run_dir, "--metadata", run.metadata, "--bootstrap", "0"]
@@ -243,3 +272,37 @@ def test_predictions_from_elsewhere_get_the_side_by_side_and_triage_says_why_not
     html = open(os.path.join(out, "report.html")).read()
     assert "No triage figures: --fit-split val needs the patients the model never trained on" in html
     assert "The model&#x27;s training patients are not known" in html
+
+
+def test_the_real_file_reproduces_the_published_nih_vs_expert_counts(tmp_path):
+    """On the Google file's own test images, with NIH's labels from its `Finding Labels` column: of the 295 expert
+    nodule/mass positives only 134 carry NIH's Nodule or Mass, and 97 of 195 pneumothoraces carry NIH's label."""
+    data = google_2019_file()
+    if data is None:
+        pytest.skip("no torchxrayvision wheel in pip's cache (or TILESCOPE_TXV_WHEEL); tests never download it")
+    gt = tmp_path / "google2019_nih-chest-xray-labels.csv.gz"
+    gt.write_bytes(data)
+    rows = pacsv.read_csv(str(gt)).to_pylist()
+    archive = tmp_path / "nih"
+    archive.mkdir()
+    with open(archive / "Data_Entry_2017.csv", "w") as f:
+        f.write("Image Index,Finding Labels,Patient ID\n")
+        f.writelines(f"{r['Image Index']},{r['Finding Labels']},{r['Patient ID']}\n" for r in rows)
+    (archive / "test_list.txt").write_text("".join(f"{r['Image Index']}\n" for r in rows if r["Set Id"] == "test"))
+    train_val = "".join(f"{r['Image Index']}\n" for r in rows if r["Set Id"] != "test")
+    (archive / "train_val_list.txt").write_text(train_val)
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "predictions.csv", "w") as f:
+        f.write("Image Index," + ",".join(LABELS) + "\n")
+        f.writelines(f"{r['Image Index']}," + ",".join(f"{v:.6f}" for v in rng.random(len(LABELS))) + "\n"
+                     for r in rows)
+    out = str(tmp_path / "r")
+    assert report.main(["--results", str(tmp_path / "predictions.csv"), "--metadata",
+                        str(archive / "Data_Entry_2017.csv"), "--out", out, "--bootstrap", "0",
+                        "--ground-truth", str(gt)]) == 0
+    agreement = {r["label"]: r for r in read_csv(os.path.join(out, "ground_truth_1_agreement.csv"))}
+    nodule, ptx = agreement["Nodule or mass"], agreement["Pneumothorax"]
+    assert (nodule["both_positive"], nodule["both_positive"] + nodule["only_expert"]) == (134, 295)
+    assert (ptx["both_positive"], ptx["both_positive"] + ptx["only_expert"]) == (97, 195)
+    counts = json.load(open(os.path.join(out, "report.json")))["ground_truth"][0]["counts"]
+    assert counts["evaluated"] == 1962 and counts["outside_eval_split"] == 2414
