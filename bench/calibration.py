@@ -138,7 +138,8 @@ def quantize_one(s: Setting, ckpt: str, archive: str, out: str, source: Calibrat
     limits = {"max_drop": s.max_drop, "max_prob_diff": s.max_prob_diff} if controlled else {}
     cfg = quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=out, calibration=source,
                                   calibration_size=s.calibration, eval_size=s.eval_size, bf16_metrics=False,
-                                  seed=0, **limits)
+                                  seed=0, allow_over_budget=True,
+                                  **(limits or {"recipe": "histogram-fast"}))
     t0 = time.perf_counter()
     try:
         summary = quantize.run(cfg)

@@ -184,7 +184,9 @@ def accuracy(s: Setting, workdir: str, streams: int) -> dict:
         out = os.path.join(workdir, f"model{k}")
         summary = quantize.run(quantize.QuantizeConfig(**{
             "checkpoint": ckpt, "archive": archive, "out": out, "calibration_size": 300, "eval_size": 1000,
-            "seed": 0, "bf16_metrics": k == 0, **fields}))
+            "seed": 0, "bf16_metrics": k == 0, "allow_over_budget": True,
+            **({} if {"ranges", "bias_correction", "max_drop", "max_prob_diff"} & set(fields)
+               else {"recipe": "histogram-fast"}), **fields}))
         scorer = Int8Scorer(out, precision="int8", threads=cores, streams=streams, infer_batch=8,
                             cache_dir=os.path.join(workdir, "cache"))
         with open(os.path.join(out, "manifest.json")) as f:

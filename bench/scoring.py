@@ -58,7 +58,7 @@ def make_model(workdir: str, archive: str) -> str:
                    CheckpointManifest(model=spec, split=SplitRecord(DEFAULT_VAL_FRACTION, seed=0)))
     model = os.path.join(workdir, "model")
     quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=64,
-                                         eval_size=0))
+                                         eval_size=0, recipe="histogram-fast", allow_over_budget=True))
     return model
 
 

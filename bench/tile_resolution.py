@@ -90,7 +90,8 @@ def single(args: argparse.Namespace, archive: str, work: str, size: int) -> Trai
     ckpt, model = f"{work}/{name}.ckpt", f"{work}/{name}.model"
     tcfg = train.TrainConfig(archive=archive, out=ckpt, backbone=args.backbone, input_size=size, epochs=args.epochs,
                              batch_size=32, seed=args.seed, train_precision="fp32", threads=args.cpus)
-    qcfg = quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=300, seed=args.seed)
+    qcfg = quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=300, seed=args.seed,
+                                   recipe="histogram-fast", allow_over_budget=True)
     _, t_wall, t_core = measured(lambda: (train.run(tcfg), quantize.run(qcfg)), None)
     s, s_wall, s_core = score_model(name, archive, model, f"{work}/scores", args.cpus)
     return Trained(name, model, t_wall, t_core, s_wall, s_core, s.images_per_s, s.ok, s.results_uri)

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from actors.int8_qat import QatSettings
 from actors.openvino_ir import (
     AccuracyControl,
     ActivationRanges,
@@ -51,11 +52,22 @@ from cli.flags import coerce_choices, require_valid
 from cli.job_main import job_main
 from cli.progress import CountLine, stage
 from cli.provenance import tilescope_versions
-from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source
+from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source, training_pixels
+from jobs.quantize_recipes import (
+    BudgetImages,
+    Recipe,
+    RecipeName,
+    SearchPlan,
+    SearchResult,
+    plan_recipes,
+    ptq_recipe,
+    search,
+)
 from storage.artifacts import require_new, write_artifact
 from xray.calibration.risks import load_risks, warning_for
 from xray.calibration.sets import CalibrationSource, describe, pixel_summary
 from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
+from xray.evaluation.decision_budget import SCREENING_TARGET, DecisionBudget, fp32_thresholds
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.manifests import (
     IRKind,
@@ -85,10 +97,30 @@ class QuantizeConfig:
     """Labelled test-split images on which FP32, INT8 and bf16 are compared (0 = skip)."""
     preset: QuantizationPreset = QuantizationPreset.PERFORMANCE
     """NNCF preset: performance (symmetric) or mixed (asymmetric activations)."""
-    ranges: ActivationRanges = ActivationRanges.HISTOGRAM
-    """Activation ranges from the calibration histogram (clips rare outliers) or NNCF's min/max."""
-    bias_correction: BiasCorrection = BiasCorrection.FAST
-    """NNCF bias correction: fast (one pass) or full (layer by layer; slow on deep models)."""
+    recipe: RecipeName = RecipeName.AUTO
+    """auto: try the post-training recipes (histogram-fast, minmax-fast, histogram-full, minmax-full), then
+    quantization-aware fine-tuning (checkpoint sources), then accuracy control, and keep the first within the
+    decision budget; or name one of them."""
+    budget_flips: float = 0.01
+    """Decision budget: most share of the budget images whose flag flips on the worst label (flags at FP32's
+    thresholds for sensitivity 0.9 on the model's validation patients, as the report fits them)."""
+    budget_p99: float = 0.05
+    """Decision budget: most p99 |p_fp32 - p_int8| on the budget images."""
+    budget_size: int = 500
+    """Images of the model's validation patients the decision figures are measured on (never the test split)."""
+    try_all_recipes: bool = False
+    """Measure every post-training recipe (the manifest records each), not only up to the first within budget."""
+    qat_epochs: int = 3
+    """Epochs of quantization-aware fine-tuning when no post-training recipe is within budget (0: never)."""
+    qat_size: int = 1000
+    """Training images quantization-aware fine-tuning distils FP32's probabilities on."""
+    allow_over_budget: bool = False
+    """Write the candidate closest to the budget when none is within it (default: fail, writing nothing)."""
+    ranges: ActivationRanges | None = None
+    """Activation ranges (histogram: clips rare outliers; minmax: NNCF's default): with --bias-correction, names one
+    post-training recipe instead of --recipe."""
+    bias_correction: BiasCorrection | None = None
+    """NNCF bias correction (fast: one pass; full: layer by layer, slow on deep models); see --ranges."""
     ignored_names: tuple[str, ...] = ()
     """Layer names NNCF must leave in FP32."""
     ignored_types: tuple[str, ...] = ()
@@ -128,6 +160,8 @@ class QuantizeSummary:
     eval_images: int = 0
     """Test images INT8 was evaluated on (0: not evaluated)."""
     fp32_prob_std: tuple[float, ...] = ()
+    decision: dict | None = None
+    """The manifest's `decision_budget`: the budget, every candidate recipe's figures, the one chosen and why."""
     """Per label: the spread (std) of FP32 probabilities over the evaluation images. Flags flip under tiny INT8
     errors when a model's outputs barely spread, so flips mean little on such a model."""
 
@@ -160,6 +194,12 @@ def validate(cfg: QuantizeConfig) -> None:
                 problems.append(f"{flag} needs --archive: accuracy control runs on its labelled test split")
         if cfg.metadata is not None:
             problems.append("--metadata needs --archive: it labels the archive's images")
+    if not 0.0 <= cfg.budget_flips <= 1.0 or not 0.0 < cfg.budget_p99 <= 1.0:
+        problems.append("--budget-flips must be in [0, 1] and --budget-p99 in (0, 1]")
+    if cfg.budget_size < 0 or cfg.qat_epochs < 0 or cfg.qat_size < 1:
+        problems.append("--budget-size and --qat-epochs must be >= 0, --qat-size >= 1")
+    if (cfg.ranges is not None or cfg.bias_correction is not None) and cfg.recipe != RecipeName.AUTO:
+        problems.append("--ranges / --bias-correction name a post-training recipe themselves: leave --recipe out")
     if cfg.max_drop is not None and not 0.0 <= cfg.max_drop < 1.0:
         problems.append("--max-drop must be in [0, 1)")
     if cfg.max_prob_diff is not None and not 0.0 < cfg.max_prob_diff <= 1.0:
@@ -178,7 +218,10 @@ def warn_before_quantizing(cfg: QuantizeConfig, source: Source, images: ImageSub
               "trusting it, quantize again with --archive and a labelled split, or score one archive with "
               "--precision fp32 and --precision int8 and compare the runs with tilescope report --results A "
               "--results B", file=sys.stderr, flush=True)
-    if cfg.max_drop is None and cfg.max_prob_diff is None:
+    searched = images.budget_ids and cfg.recipe == RecipeName.AUTO and cfg.ranges is None and \
+        cfg.bias_correction is None
+    if cfg.max_drop is None and cfg.max_prob_diff is None and not searched:
+        # With the recipe search the figures are measured on this model: no need for what bench.calibration saw.
         known = warning_for(load_risks(), source.model, cfg.calibration)
         if known:
             print(f"{PROG}: warning: {known}", file=sys.stderr, flush=True)
@@ -231,9 +274,17 @@ def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.nd
     return infer_compiled(compiled, pixels, on_batch=line.tick), what_ran(compiled, precision)
 
 
+def single_recipe(cfg: QuantizeConfig) -> Recipe:
+    """The one post-training recipe --ranges / --bias-correction (or --recipe) name; histogram-fast by default."""
+    if cfg.ranges is not None or cfg.bias_correction is not None:
+        ranges, correction = cfg.ranges or ActivationRanges.HISTOGRAM, cfg.bias_correction or BiasCorrection.FAST
+        return Recipe(f"{ranges}-{correction}", ranges, correction)
+    return ptq_recipe(str(cfg.recipe)) or Recipe("histogram-fast")
+
+
 def calibration_next(cfg: QuantizeConfig) -> str:
     """What NNCF does once it has read the calibration images (the part of the step without a count)."""
-    steps = [f"{cfg.bias_correction} bias correction"]
+    steps = [f"{single_recipe(cfg).bias_correction} bias correction"]
     if cfg.max_drop is not None or cfg.max_prob_diff is not None:
         steps.append("accuracy control (ranks layers, then returns them to float one at a time)")
     return "now " + ", then ".join(steps)
@@ -242,7 +293,7 @@ def calibration_next(cfg: QuantizeConfig) -> str:
 def input_plan(cfg: QuantizeConfig) -> InputPlan:
     """What jobs/quantize_inputs.py reads, from the config."""
     return InputPlan(cfg.checkpoint, cfg.archive, cfg.metadata, cfg.calibration, cfg.calibration_size, cfg.eval_size,
-                     cfg.seed, cfg.s3_endpoint)
+                     cfg.seed, cfg.s3_endpoint, cfg.budget_size)
 
 
 def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
@@ -252,9 +303,72 @@ def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets
             "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
             "split": "train_val" if from_archive else None,
             "generator": None if from_archive else describe(cfg.calibration, source.input_size),
-            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ranges": cfg.ranges,
-            "bias_correction": cfg.bias_correction, "ignored_names": list(cfg.ignored_names),
+            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ignored_names": list(cfg.ignored_names),
             "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
+
+
+class BudgetNotMet(ValueError):
+    """No recipe kept FP32's decisions within the budget: nothing is written (unless --allow-over-budget)."""
+
+
+def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: ImageSubsets,
+                p32_eval: np.ndarray) -> tuple[object, dict | None]:
+    """The INT8 model to write and the manifest's `decision_budget` record (None when not measured).
+
+    --max-drop / --max-prob-diff: NNCF's accuracy control on the evaluation images, as before. Without budget
+    images (no --archive, --budget-size 0, no validation patients): one recipe, unmeasured. Otherwise the search
+    of jobs/quantize_recipes.py."""
+    recipe = single_recipe(cfg)
+    explicit_control = cfg.max_drop is not None or cfg.max_prob_diff is not None
+    if explicit_control or not images.budget_ids:
+        why = ("explicit accuracy control (--max-drop / --max-prob-diff)" if explicit_control else
+               "no budget images (no --archive, --budget-size 0, or no validation patients)")
+        with stage("quantize", f"NNCF INT8 calibration on {len(images.calibration)} images ({cfg.preset}, ranges "
+                               f"{recipe.ranges}, bias correction {recipe.bias_correction}"
+                               + (", accuracy control" if explicit_control else "") + ")"):
+            int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
+                                 control=accuracy_control(cfg, images, p32_eval), ranges=recipe.ranges,
+                                 bias_correction=recipe.bias_correction,
+                                 on_item=CountLine("quantize", "NNCF INT8 calibration", len(images.calibration),
+                                                   then=calibration_next(cfg)).tick)
+        return int8, {"measured": False, "why": why, "recipe": recipe.name, "ranges": recipe.ranges.value,
+                      "bias_correction": recipe.bias_correction.value}
+    budget = DecisionBudget(cfg.budget_flips, cfg.budget_p99)
+    with stage("quantize", f"FP32 on {len(images.budget_ids)} budget images (validation patients)"):
+        p32 = infer_compiled(compile_cpu(source.fp32, IRPrecision.FP32), images.budget_pixels)
+    thresholds = fp32_thresholds(images.budget_labels, p32)
+    budget_images = BudgetImages(source.labels, images.budget_pixels, images.budget_labels, p32, thresholds)
+    by_settings = cfg.ranges is not None or cfg.bias_correction is not None
+    names = (recipe.name,) if by_settings else plan_recipes(str(cfg.recipe), source.torch_model is not None,
+                                                             cfg.qat_epochs)
+    search_plan = SearchPlan(budget, names, cfg.try_all_recipes,
+                             cfg.preset, cfg.ignored_names, cfg.ignored_types,
+                             QatSettings(cfg.qat_epochs or 1, seed=cfg.seed))
+    print(f"[quantize] decision budget: worst-label flips <= {budget.flips:.1%}, p99 |dp| <= {budget.p99:.3f}, on "
+          f"{len(images.budget_ids)} images of the model's validation patients at FP32's sensitivity-"
+          f"{SCREENING_TARGET:g} thresholds", flush=True)
+    result = search(search_plan, source.fp32, images.calibration, budget_images,
+                    (lambda: source.torch_model) if source.torch_model is not None else None,
+                    lambda: training_pixels(plan, source, images, cfg.qat_size), source.input_size,
+                    explicit=recipe if by_settings else None)
+    chosen = result.chosen
+    if chosen is None:
+        closest = min(result.candidates, key=lambda c: (c.figures.worst_flips, c.figures.p99))
+        tried = "; ".join(f"{c.recipe}: {'; '.join(c.figures.over(budget))}" for c in result.candidates)
+        if not cfg.allow_over_budget:
+            raise BudgetNotMet(f"no INT8 recipe kept FP32's decisions within the budget on {len(images.budget_ids)} "
+                               f"validation images ({tried}). Nothing was written to --out {cfg.out}. Loosen "
+                               "--budget-flips / --budget-p99, allow more --qat-epochs, or pass --allow-over-budget "
+                               f"to write the closest ({closest.recipe}: {closest.figures.describe()})")
+        print(f"{PROG}: warning: over the decision budget: writing {closest.recipe} ({closest.figures.describe()}) "
+              "because of --allow-over-budget", file=sys.stderr, flush=True)
+        chosen = closest
+        result = SearchResult(closest, result.candidates, "over budget; closest written (--allow-over-budget)")
+    print(f"[quantize] chose {chosen.recipe}: {result.reason}", flush=True)
+    return chosen.model, {"measured": True, "budget": budget.to_json(), "split": "val",
+                          "target_sensitivity": SCREENING_TARGET, "images": len(images.budget_ids),
+                          "met": chosen.met, "chosen": chosen.recipe, "reason": result.reason,
+                          "candidates": [c.to_json() for c in result.candidates]}
 
 
 def run(cfg: QuantizeConfig) -> QuantizeSummary:
@@ -277,15 +391,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     n_eval = len(images.eval_pixels)
     with stage("quantize", f"FP32 on {n_eval} evaluation images"):
         p32, ran32 = measure(compile_cpu(source.fp32, IRPrecision.FP32), IRPrecision.FP32, images.eval_pixels)
-    with stage("quantize", f"NNCF INT8 calibration on {len(images.calibration)} images ({cfg.preset}, ranges "
-                           f"{cfg.ranges}, bias correction {cfg.bias_correction}"
-                           + (", accuracy control" if cfg.max_drop is not None or cfg.max_prob_diff is not None
-                              else "") + ")"):
-        int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
-                             control=accuracy_control(cfg, images, p32), ranges=cfg.ranges,
-                             bias_correction=cfg.bias_correction,
-                             on_item=CountLine("quantize", "NNCF INT8 calibration", len(images.calibration),
-                                               then=calibration_next(cfg)).tick)
+    int8, decision = choose_int8(cfg, plan, source, images, p32)
     with stage("quantize", f"INT8 on {n_eval} evaluation images"):
         p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
     int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)
@@ -311,7 +417,8 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
                  "int8_auroc": int8_auroc,
                  "fp32_mean_auroc": mean_auroc(fp32_auroc), "int8_mean_auroc": mean_auroc(int8_auroc),
                  "max_abs_prob_diff": diff["max"], "fp32_prob_std": spread, "int8_vs_fp32": int8_vs_fp32.to_json(),
-                 "bf16_vs_fp32": bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, "ran": ran},
+                 "bf16_vs_fp32": bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, "ran": ran,
+                 "decision_budget": decision},
         versions={**source.versions, "openvino": ov.__version__, "nncf": nncf.__version__, **tilescope_versions()},
         config=asdict(cfg), normalization=source.normalization, source=source.imported,
     )
@@ -321,7 +428,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
                               mean_auroc(int8_auroc), diff["max"], time.perf_counter() - t0, diff["median"],
                               diff["p99"], int8_vs_fp32.flip_share,
                               bf16_vs_fp32.to_json() if bf16_vs_fp32 else None, ran, cfg.calibration.value,
-                              len(images.eval_ids), tuple(spread))
+                              len(images.eval_ids), tuple(spread), decision)
     measured = (f"mean AUROC FP32 {summary.fp32_mean_auroc:.4f} INT8 {summary.int8_mean_auroc:.4f}; |p_fp32 - "
                 f"p_int8| median {diff['median']:.4f} p99 {diff['p99']:.4f} max {diff['max']:.4f}"
                 if images.eval_ids else "NOT evaluated against FP32")

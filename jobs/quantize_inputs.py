@@ -46,6 +46,8 @@ class InputPlan:
     eval_size: int
     seed: int
     s3_endpoint: str | None
+    budget_size: int = 0
+    """Images of the model's validation patients the decision figures are measured on (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Source:
     origin: dict
     imported: dict
     versions: dict
+    torch_model: object = None
+    """The checkpoint's PyTorch model (logits), for quantization-aware fine-tuning; None for an IR source."""
 
 
 def load_source(cfg: InputPlan) -> Source:
@@ -91,7 +95,7 @@ def _from_checkpoint(artifact: Artifact, manifest: CheckpointManifest, origin: d
     fp32 = export_fp32(model, spec.input_size)
     return Source(spec.name, spec.labels, spec.input_size, normalization_text(spec.mean, spec.std), fp32,
                   ir_bytes(fp32, IRKind.FP32), manifest.split, origin, dict(manifest.source),
-                  {"torch": torch.__version__})
+                  {"torch": torch.__version__}, model)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,13 @@ class ImageSubsets:
     eval_ids: tuple[str, ...]
     eval_pixels: np.ndarray
     eval_labels: np.ndarray
+    budget_ids: tuple[str, ...] = ()
+    """Images of the model's validation patients (never test) for the decision figures; B = len(budget_ids)."""
+    budget_pixels: np.ndarray | None = None
+    budget_labels: np.ndarray | None = None
+    train_ids: tuple[str, ...] = ()
+    """The model's training images not drawn for calibration, shuffled (seed): quantization-aware fine-tuning
+    reads a prefix of them when it runs."""
 
 
 def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
@@ -126,7 +137,12 @@ def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
     eval_pool = sorted(split.test)
     eval_ids = set(rng.choice(eval_pool, size=min(cfg.eval_size, len(eval_pool)), replace=False).tolist()) \
         if cfg.eval_size else set()
-    wanted = eval_ids | (calib_ids if generated is None else set())
+    val_pool = sorted(split.val)
+    budget_ids = set(rng.choice(val_pool, size=min(cfg.budget_size, len(val_pool)), replace=False).tolist()) \
+        if cfg.budget_size and val_pool else set()
+    train_pool = sorted(split.train - calib_ids)
+    train_ids = tuple(train_pool[i] for i in rng.permutation(len(train_pool)))
+    wanted = eval_ids | budget_ids | (calib_ids if generated is None else set())
     images = load_image_set(cfg.archive, wanted, size, cfg.s3_endpoint)
     pick = {i: k for k, i in enumerate(images.ids)}
     calibration = generated if generated is not None else images.pixels[[pick[i] for i in images.ids
@@ -134,6 +150,20 @@ def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
     if len(calibration) == 0:
         raise ValueError(f"--archive {cfg.archive}: no decodable calibration images found")
     eval_order = tuple(i for i in images.ids if i in eval_ids)
+    budget_order = tuple(i for i in images.ids if i in budget_ids)
     columns = [LABELS.index(label) for label in source.labels]
     return ImageSubsets(calibration, eval_order, images.pixels[[pick[i] for i in eval_order]],
-                        labels_for(eval_order, meta)[:, columns])
+                        labels_for(eval_order, meta)[:, columns], budget_order,
+                        images.pixels[[pick[i] for i in budget_order]], labels_for(budget_order, meta)[:, columns],
+                        train_ids)
+
+
+def training_pixels(cfg: InputPlan, source: Source, images: ImageSubsets, count: int) -> np.ndarray:
+    """Up to `count` of the model's training images (the first of images.train_ids that decode), (M, 1, S, S)."""
+    assert cfg.archive is not None
+    wanted = set(images.train_ids[:count])
+    loaded = load_image_set(cfg.archive, wanted, source.input_size, cfg.s3_endpoint)
+    if len(loaded.pixels) == 0:
+        raise ValueError(f"--archive {cfg.archive}: none of the model's training images decodes, so "
+                         "quantization-aware fine-tuning has nothing to train on")
+    return loaded.pixels

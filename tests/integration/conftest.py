@@ -34,6 +34,7 @@ def tiny_models(tmp_path_factory) -> dict:
         train.run(train.TrainConfig(archive=archive, out=ckpt, backbone="dwsep_cnn", input_size=64, epochs=1,
                                     batch_size=16, seed=seed))
         quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=24,
-                                             eval_size=16, seed=seed))
+                                             eval_size=16, seed=seed, recipe="histogram-fast",
+                                             allow_over_budget=True))
         models.append(model)
     return {"archive": archive, "models": models}

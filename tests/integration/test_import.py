@@ -87,7 +87,8 @@ def test_chexnet_weights_import_quantize_and_score_in_fp32_like_torch(case, loca
                                                           input_size=SIZE, labels=MODEL_ORDER))
     assert imported.labels == LABELS  # any order in, CheXNet order out
     quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=case["archive"], out=model, calibration_size=8,
-                                         eval_size=0, bf16_metrics=False))
+                                         eval_size=0, bf16_metrics=False, recipe="histogram-fast",
+                                         allow_over_budget=True))
     summary = score.run(score.ScoreConfig(archive=case["archive"], model=model, out=str(tmp_path / "scores"),
                                           precision="fp32", chunk_size=8))
     rows, manifest = scored_rows(summary.results_uri)

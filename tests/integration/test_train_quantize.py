@@ -75,6 +75,9 @@ def above_chance(tiny_models, tmp_path_factory) -> dict:
 
 
 def _quantize(case: dict, out: str, **kw) -> quantize.QuantizeSummary:
+    kw.setdefault("allow_over_budget", True)
+    if not {"ranges", "bias_correction", "recipe"} & set(kw):
+        kw["recipe"] = "histogram-fast"
     return quantize.run(quantize.QuantizeConfig(checkpoint=case["checkpoint"], archive=case["archive"],
                                                 metadata=case["metadata"], out=out, calibration_size=16,
                                                 eval_size=16, **kw))
