@@ -1,9 +1,9 @@
 """Quantization-aware fine-tuning: when no post-training recipe keeps FP32's decisions, NNCF inserts INT8
 fake-quantizers into the PyTorch model (ranges from the calibration images, as post-training does), and the
-quantized model is fine-tuned for a few epochs to reproduce FP32's probabilities on training images
-(distillation: mean squared error against the FP32 model's own logits, so no label is needed and the target is
-exactly what FP32 computes; on logits, not probabilities, so images near a threshold weigh as much as any), then exported to an OpenVINO INT8 IR that runs every quantized
-layer in INT8 (no layer left in float, so full INT8 speed).
+quantized model is fine-tuned for a few epochs to reproduce FP32 on training images (distillation: mean squared
+error against the FP32 model's own logits, so no label is needed and the target is exactly what FP32 computes; on
+logits, not probabilities, so images near a threshold weigh as much as any), then exported to an OpenVINO INT8 IR
+that runs every quantized layer in INT8 (no layer left in float, so full INT8 speed).
 
 BatchNorm statistics stay frozen (eval mode) during the fine-tuning: a few epochs of small batches would move
 them away from what the weights were trained with. Seeded: same inputs, seed and threads, same IR.
