@@ -296,14 +296,20 @@ def input_plan(cfg: QuantizeConfig) -> InputPlan:
                      cfg.seed, cfg.s3_endpoint, cfg.budget_size)
 
 
-def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets) -> dict:
-    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them."""
+def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets, decision: dict) -> dict:
+    """The manifest's `calibration`: which images (source, how many, from where) and how NNCF used them (the
+    recipe written: its activation ranges and bias correction; QAT has no bias correction)."""
+    name = decision.get("chosen") or decision.get("recipe") or ""
+    chosen = next((c for c in decision.get("candidates", []) if c["recipe"] == name), None)
+    ranges, correction = (chosen["ranges"], chosen["bias_correction"]) if chosen else \
+        (decision.get("ranges"), decision.get("bias_correction"))
     from_archive = cfg.calibration == CalibrationSource.ARCHIVE
     return {"source": cfg.calibration.value, "patient_images": cfg.calibration.patient_images,
             "images": len(images.calibration), "seed": cfg.seed, "archive": cfg.archive if from_archive else None,
             "split": "train_val" if from_archive else None,
             "generator": None if from_archive else describe(cfg.calibration, source.input_size),
-            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "ignored_names": list(cfg.ignored_names),
+            "pixels": pixel_summary(images.calibration), "preset": cfg.preset, "recipe": name,
+            "ranges": ranges, "bias_correction": correction, "ignored_names": list(cfg.ignored_names),
             "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
 
 
@@ -412,7 +418,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     manifest = ModelManifest(
         model=source.model, labels=source.labels, input_size=source.input_size,
         irs={kind: kind.xml() for kind in (IRKind.FP32, IRKind.INT8)}, split=source.split, checkpoint=source.origin,
-        calibration=calibration_record(cfg, source, images),
+        calibration=calibration_record(cfg, source, images, decision),
         metrics={"eval_images": len(images.eval_ids), "evaluation": evaluation, "fp32_auroc": fp32_auroc,
                  "int8_auroc": int8_auroc,
                  "fp32_mean_auroc": mean_auroc(fp32_auroc), "int8_mean_auroc": mean_auroc(int8_auroc),

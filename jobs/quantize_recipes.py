@@ -93,12 +93,15 @@ class Candidate:
     compute_layers: int
     model: object = field(repr=False, default=None)
     note: str = ""
+    ranges: str | None = None
+    bias_correction: str | None = None
+    """The NNCF settings it was made with (QAT: ranges only)."""
 
     def to_json(self) -> dict:
         return {"recipe": self.recipe, "met": self.met, **self.figures.to_json(),
                 "int8_images_per_s": round(self.images_per_s, 1), "quantize_seconds": round(self.quantize_s, 1),
                 "float_compute_layers": self.float_layers, "compute_layers": self.compute_layers,
-                "note": self.note or None}
+                "ranges": self.ranges, "bias_correction": self.bias_correction, "note": self.note or None}
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,9 @@ def search(plan: SearchPlan, fp32_model, calibration: np.ndarray, images: Budget
         else:
             model = _accuracy_controlled(plan, fp32_model, calibration, images, best_ptq)
         candidate = _measure(name, model, images, budget, time.perf_counter() - t0)
+        made_with = recipe or best_ptq
+        candidate.ranges = made_with.ranges.value
+        candidate.bias_correction = None if name == QAT else made_with.bias_correction.value
         tried.append(candidate)
         _say(candidate, budget)
         ptq = [c for c in tried if ptq_recipe(c.recipe) is not None]

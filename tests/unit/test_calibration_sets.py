@@ -119,10 +119,12 @@ def test_without_an_archive_calibration_is_generated_and_nothing_is_evaluated():
     assert np.array_equal(images.calibration, generated_images(CalibrationSource.FRACTAL, 5, 32, 2))
     assert images.eval_ids == () and images.eval_pixels.shape == (0, 1, 32, 32)
     assert images.eval_labels.shape == (0, 2)
-    record = quantize.calibration_record(cfg, _source(), images)
+    record = quantize.calibration_record(cfg, _source(), images, {"measured": False, "recipe": "histogram-fast",
+                                                                  "ranges": "histogram", "bias_correction": "fast"})
     assert record["source"] == "fractal" and record["patient_images"] is False and record["images"] == 5
     assert record["archive"] is None and record["split"] is None and "fractal" in record["generator"]
     assert record["pixels"] == pixel_summary(images.calibration)
+    assert (record["recipe"], record["ranges"], record["bias_correction"]) == ("histogram-fast", "histogram", "fast")
 
 
 # ---- the manifest records the source ----------------------------------------------------------------------
