@@ -347,6 +347,9 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
     by_settings = cfg.ranges is not None or cfg.bias_correction is not None
     names = (recipe.name,) if by_settings else plan_recipes(str(cfg.recipe), source.torch_model is not None,
                                                              cfg.qat_epochs)
+    if names == (RecipeName.QAT.value,) and source.torch_model is None:
+        raise ValueError(f"--recipe qat needs a PyTorch checkpoint (tilescope train, or tilescope import --weights); "
+                         f"{cfg.checkpoint} is an OpenVINO model artifact")
     search_plan = SearchPlan(budget, names, cfg.try_all_recipes,
                              cfg.preset, cfg.ignored_names, cfg.ignored_types,
                              QatSettings(cfg.qat_epochs or 1, seed=cfg.seed))

@@ -112,8 +112,8 @@ class ImageSubsets:
     budget_pixels: np.ndarray | None = None
     budget_labels: np.ndarray | None = None
     train_ids: tuple[str, ...] = ()
-    """The model's training images not drawn for calibration, shuffled (seed): quantization-aware fine-tuning
-    reads a prefix of them when it runs."""
+    """The model's training images, shuffled (seed): quantization-aware fine-tuning reads a prefix of them when it
+    runs (calibration images among them: they are training images too)."""
 
 
 def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
@@ -140,7 +140,7 @@ def draw_images(cfg: InputPlan, source: Source) -> ImageSubsets:
     val_pool = sorted(split.val)
     budget_ids = set(rng.choice(val_pool, size=min(cfg.budget_size, len(val_pool)), replace=False).tolist()) \
         if cfg.budget_size and val_pool else set()
-    train_pool = sorted(split.train - calib_ids)
+    train_pool = sorted(split.train)
     train_ids = tuple(train_pool[i] for i in rng.permutation(len(train_pool)))
     wanted = eval_ids | budget_ids | (calib_ids if generated is None else set())
     images = load_image_set(cfg.archive, wanted, size, cfg.s3_endpoint)
