@@ -35,7 +35,7 @@ from jobs.quantize_recipes import ACCURACY_CONTROL, PTQ_RECIPES, QAT
 
 RECIPES = (*(r.name for r in PTQ_RECIPES), QAT, ACCURACY_CONTROL)
 SECTION = "int8-budget"
-ROW = re.compile(r"^\| `(?P<backbone>[a-z0-9_]+)` \| (?P<recipe>[a-z0-9-]+) \|")
+ROW = re.compile(r"^\| `(?P<backbone>[a-z0-9_]+)` \| (?P<recipe>[a-z0-9-]+)(?: \*\*\(auto\)\*\*)? \|")
 
 
 def measure_backbone(name: str, plan: Plan, archive: str, workdir: str, n_budget: int, seconds: float) -> dict:
@@ -110,9 +110,10 @@ def render(results: dict, command: str, n_budget: int, earlier_rows: list[str]) 
     body.sort(key=lambda row: (order.get(ROW.match(row)["backbone"], 99), RECIPES.index(
         ROW.match(row)["recipe"]) if ROW.match(row)["recipe"] in RECIPES else 99))
     lines += body
-    lines += ["", "Budget images per backbone, validation AUROC and training plans: "
-              + "; ".join(f"`{n}` {r['plan'].input_size} px, {r['plan'].epochs} epochs, "
-                          f"{r['rows']['histogram-fast']['images']} budget images" for n, r in results.items())]
+    lines += ["", "Models (trained by `tilescope train` on one synthetic archive; test mean AUROC of FP32): "
+              + "; ".join(f"`{n}` {r['plan'].input_size} px, {r['plan'].epochs} epochs, test AUROC "
+                          f"{r['test_mean_auroc']:.3f}, {r['rows']['histogram-fast']['images']} budget images"
+                          for n, r in results.items())]
     return "\n".join(lines)
 
 

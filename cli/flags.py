@@ -248,3 +248,24 @@ def help_sections(doc: str | None) -> tuple[str, str | None]:
         else:
             prose.append(textwrap.fill(" ".join(" ".join(lines).split()), width))
     return "\n\n".join(prose), ("examples:\n" + "\n".join(examples) if examples else None)
+
+
+def merge_repeated(argv: list[str], *flags: str) -> list[str]:
+    """`--results a --results b` -> `--results a b`, for each of `flags`: a tuple field's flag takes several values
+    after one flag (nargs='*'), where argparse would otherwise keep only the last occurrence."""
+    for flag in flags:
+        values, rest, i = [], [], 0
+        while i < len(argv):
+            if argv[i].startswith(flag + "="):
+                values.append(argv[i].split("=", 1)[1])
+            elif argv[i] == flag:
+                i += 1
+                while i < len(argv) and not argv[i].startswith("--"):
+                    values.append(argv[i])
+                    i += 1
+                continue
+            else:
+                rest.append(argv[i])
+            i += 1
+        argv = [*rest, flag, *values] if values or flag in argv else rest
+    return argv

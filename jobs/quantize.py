@@ -113,7 +113,7 @@ class QuantizeConfig:
     qat_epochs: int = 3
     """Epochs of quantization-aware fine-tuning when no post-training recipe is within budget (0: never)."""
     qat_size: int = 1000
-    """Training images quantization-aware fine-tuning distils FP32's probabilities on."""
+    """Training images quantization-aware fine-tuning distils FP32's logits on."""
     allow_over_budget: bool = False
     """Write the candidate closest to the budget when none is within it (default: fail, writing nothing)."""
     ranges: ActivationRanges | None = None

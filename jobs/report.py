@@ -22,12 +22,19 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from cli.flags import coerce_choices, require_valid
+from cli.flags import coerce_choices, merge_repeated, require_valid
 from cli.job_main import job_main
 from cli.provenance import tilescope_versions
 from jobs.localisation import report_localisation
-from jobs.report_ground_truth import GroundTruthSettings, evaluate_ground_truth, ground_truth_json, ground_truth_tables
-from jobs.report_ground_truth_page import ground_truth_conclusions, ground_truth_view
+from jobs.report_ground_truth import (
+    GroundTruthSettings,
+    evaluate_ground_truth,
+    ground_truth_json,
+    ground_truth_tables,
+    nih_triage,
+    triage_table,
+)
+from jobs.report_ground_truth_page import ground_truth_conclusions, ground_truth_view, nih_triage_view
 from jobs.report_page import PageSettings, build_page, run_names
 from jobs.report_stages import (
     Evaluation,
@@ -56,6 +63,8 @@ from xray.metadata.splits import Split
 from xray.report.html import render_page
 from xray.report.plots import format_metric
 
+REPEATABLE = ("--results", "--name", "--ground-truth", "--label-map")
+"""Flags given once per value (`--results a --results b`)."""
 REPORT_SCHEMA_VERSION = 2  # 2: auroc has a `mean` row, baseline CIs and flag flips; thresholds have Wilson CIs
 
 
@@ -214,13 +223,15 @@ def run(cfg: ReportConfig) -> ReportSummary:
             sc_b = screen(baseline, fit, apply, view, cfg.target_sensitivity)
             agreement = agree(primary, sc, baseline, sc_b, apply)
 
+    triage_points, triage_curve = nih_triage(primary, fit, apply, cfg.ci_level) if not no_thresholds else ([], None)
     experts = evaluate_ground_truth(primary, GroundTruthSettings(
         cfg.ground_truth, cfg.label_map, evaluated_on, fit, apply, cfg.bootstrap, cfg.ci_level, cfg.seed,
         no_thresholds, cfg.s3_endpoint))
 
     # Render, then save: every file atomically, report.json last.
     tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),
-              "screening": screening_table(primary, sc), "errors": errors_table(runs[0])}
+              "screening": screening_table(primary, sc), "errors": errors_table(runs[0]),
+              "triage": triage_table(triage_points)}
     for i, result in enumerate(experts, 1):
         tables.update({f"ground_truth_{i}_{stem}": t for stem, t in ground_truth_tables(result).items()})
     drawn, overlay_note = overlays(runs[0], primary, sc, meta, cfg.archive, cfg.overlays)
@@ -230,6 +241,9 @@ def run(cfg: ReportConfig) -> ReportSummary:
                             cfg.target_sensitivity, cfg.bootstrap, cfg.ci_level, cfg.seed, cfg.top, synthetic,
                             no_thresholds, localisation)
     page = build_page(settings, runs, images, known, ev, sc, agreement, tables, notes, drawn, overlay_note)
+    if triage_points:
+        view, caption, svg = nih_triage_view(triage_points, triage_curve, fit, apply, cfg.ci_level)
+        page = replace(page, triage=view, triage_caption=caption, triage_curve=svg)
     if experts:
         page = replace(page, ground_truth=[ground_truth_view(r, evaluated_on, fit, apply, cfg.ci_level)
                                            for r in experts],
@@ -356,34 +370,9 @@ def _report_json(cfg: ReportConfig, runs: list[ScoredRun], known: list[KnownSpli
     }
 
 
-def merge_repeated(argv: list[str], flag: str) -> list[str]:
-    """`--results a --results b` -> `--results a b`: the generated flag takes several values after one flag
-    (nargs='*'), where argparse would otherwise keep only the last occurrence."""
-    values, rest, i = [], [], 0
-    while i < len(argv):
-        if argv[i].startswith(flag + "="):
-            values.append(argv[i].split("=", 1)[1])
-        elif argv[i] == flag:
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-            continue
-        else:
-            rest.append(argv[i])
-        i += 1
-    return [*rest, flag, *values] if values or flag in argv else rest
-
-
 def main(argv: list[str] | None = None) -> int:
     return job_main(ReportConfig, run, "tilescope report", __doc__, argv,
-                    rewrite_argv=lambda args: _merge_repeated_flags(args))
-
-
-def _merge_repeated_flags(args: list[str]) -> list[str]:
-    for flag in ("--results", "--name", "--ground-truth", "--label-map"):
-        args = merge_repeated(args, flag)
-    return args
+                    rewrite_argv=lambda args: merge_repeated(args, *REPEATABLE))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,18 @@ def evaluate_source(uri: str, map_value: str | None, images: ScoredImages, s: Gr
                              tuple(notes))
 
 
+def nih_triage(images: ScoredImages, fit: Split, apply: Split, level: float) -> tuple[list[TriagePoint], tuple]:
+    """Triage against NIH's own labels (every label of the run and any finding, images not in the metadata left
+    out): the points, and the any-finding curve on the apply split."""
+    truth = images.truth
+    y = np.where(truth.known[:, None], truth.labels, -1).astype(np.int8)
+    probs = images.probs.astype(np.float64)
+    fit_mask, apply_mask = truth.mask(fit), truth.mask(apply)
+    points = triage(images.labels, y, probs, fit_mask, apply_mask, level)
+    any_score = any_finding_scores(y, probs, fit_mask, TARGETS[0])
+    return points, triage_curve(np.where(apply_mask, any_finding(y), -1), any_score)
+
+
 def evaluate_ground_truth(images: ScoredImages, s: GroundTruthSettings) -> list[GroundTruthResult]:
     """Every --ground-truth source, in order, with its --label-map (by position)."""
     if len(s.label_maps) > len(s.sources):
@@ -201,24 +213,29 @@ def ground_truth_tables(result: GroundTruthResult) -> dict[str, pa.Table]:
             "nih_ppv_ci_low": _floats(a.ppv_low for a in agr),
             "nih_ppv_ci_high": _floats(a.ppv_high for a in agr),
         }),
-        "triage": pa.table({
-            "label": pa.array([t.label for t in tri], pa.string()),
-            "target_sensitivity": _floats(t.target for t in tri),
-            "threshold": _floats(t.threshold for t in tri),
-            "fit_images": pa.array([t.fit_images for t in tri], pa.int64()),
-            "fit_positives": pa.array([t.fit_positives for t in tri], pa.int64()),
-            "fit_cleared_share": _floats(t.fit_cleared for t in tri),
-            "apply_images": pa.array([t.apply_images for t in tri], pa.int64()),
-            "apply_positives": pa.array([t.apply_positives for t in tri], pa.int64()),
-            "sensitivity": _floats(t.sensitivity for t in tri),
-            "sensitivity_ci_low": _floats(t.sensitivity_low for t in tri),
-            "sensitivity_ci_high": _floats(t.sensitivity_high for t in tri),
-            "cleared_share": _floats(t.cleared for t in tri),
-            "cleared_share_ci_low": _floats(t.cleared_low for t in tri),
-            "cleared_share_ci_high": _floats(t.cleared_high for t in tri),
-            "positives_cleared": pa.array([t.missed for t in tri], pa.int64()),
-        }, schema=_TRIAGE_SCHEMA) if tri else _TRIAGE_SCHEMA.empty_table(),
+        "triage": triage_table(tri),
     }
+
+
+def triage_table(tri: list[TriagePoint]) -> pa.Table:
+    """One row per label (and any finding) and target: the threshold, the fit split, the apply split with CIs."""
+    return pa.table({
+        "label": pa.array([t.label for t in tri], pa.string()),
+        "target_sensitivity": _floats(t.target for t in tri),
+        "threshold": _floats(t.threshold for t in tri),
+        "fit_images": pa.array([t.fit_images for t in tri], pa.int64()),
+        "fit_positives": pa.array([t.fit_positives for t in tri], pa.int64()),
+        "fit_cleared_share": _floats(t.fit_cleared for t in tri),
+        "apply_images": pa.array([t.apply_images for t in tri], pa.int64()),
+        "apply_positives": pa.array([t.apply_positives for t in tri], pa.int64()),
+        "sensitivity": _floats(t.sensitivity for t in tri),
+        "sensitivity_ci_low": _floats(t.sensitivity_low for t in tri),
+        "sensitivity_ci_high": _floats(t.sensitivity_high for t in tri),
+        "cleared_share": _floats(t.cleared for t in tri),
+        "cleared_share_ci_low": _floats(t.cleared_low for t in tri),
+        "cleared_share_ci_high": _floats(t.cleared_high for t in tri),
+        "positives_cleared": pa.array([t.missed for t in tri], pa.int64()),
+    }, schema=_TRIAGE_SCHEMA) if tri else _TRIAGE_SCHEMA.empty_table()
 
 
 _TRIAGE_SCHEMA = pa.schema([

@@ -107,6 +107,27 @@ def ground_truth_view(r: GroundTruthResult, eval_split: Split, fit: Split, apply
                            agreement_caption, triage, triage_caption, curve, r.notes)
 
 
+def nih_triage_view(points: list, curve: tuple, fit: Split, apply: Split, level: float) -> tuple[TableView, str, str]:
+    """The page's triage against NIH's labels: the any-finding rows (every label is in triage.csv), a caption and
+    the any-finding curve."""
+    pct = f"{level:.0%}"
+    rows = [t for t in points if t.label == ANY_FINDING]
+    table = TableView(
+        ("target sensitivity", f"cleared on {fit}", f"cleared on {apply} [{pct} CI]",
+         f"sensitivity on {apply} [{pct} CI]", "positives cleared"),
+        [(f"{t.target:g}", _share(t.fit_cleared, math.nan, math.nan), _share(t.cleared, t.cleared_low, t.cleared_high),
+          _share(t.sensitivity, t.sensitivity_low, t.sensitivity_high), f"{t.missed} of {t.apply_positives}")
+         for t in rows])
+    caption = (f"How much of the worklist could be cleared (read later, or not at all) while still flagging the "
+               f"target share of images with any NIH finding: one threshold per target, fit on the {fit} split "
+               "(an image is cleared only when it is below threshold on every label: each label's probability over "
+               f"its own threshold, one threshold on the largest), measured on the {apply} split with Wilson "
+               "intervals. NIH's labels are text-mined; triage.csv has every label's own figures.")
+    svg = triage_svg(f"Triage on {apply}: cleared vs sensitivity for any finding (NIH labels)",
+                     [(ANY_FINDING, *curve)], TARGETS) if curve[0].size else ""
+    return table, caption, svg
+
+
 def ground_truth_conclusions(r: GroundTruthResult, level: float) -> list[str]:
     """Summary-box lines: where the expert and NIH AUROCs differ (interval excludes 0), and the any-finding triage
     at the first target."""

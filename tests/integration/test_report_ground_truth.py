@@ -152,7 +152,8 @@ def test_the_page_has_a_section_per_source_with_its_citation_and_curve(expert_re
     assert "Ground truth: Google 2019 expert labels" in html and "Majkowska" in html and "Radiology 2020" in html
     assert "text-mined" in html and "Nodule or mass: max(Nodule, Mass)" in html
     assert "left out (no model output scores them): Fracture" in html
-    assert html.count('class="triage-curve"') == 4 and "share of images cleared" in html
+    section = html[html.index('id="ground-truth-1"'):]
+    assert section.count('class="triage-curve"') == 4 and "share of images cleared" in section
 
 
 def test_the_section_reads_at_800_px_with_no_text_under_11_px(chromium, expert_report, tmp_path):  # noqa: F811
@@ -306,3 +307,29 @@ def test_the_real_file_reproduces_the_published_nih_vs_expert_counts(tmp_path):
     assert (ptx["both_positive"], ptx["both_positive"] + ptx["only_expert"]) == (97, 195)
     counts = json.load(open(os.path.join(out, "report.json")))["ground_truth"][0]["counts"]
     assert counts["evaluated"] == 1962 and counts["outside_eval_split"] == 2414
+
+
+def test_triage_against_nih_labels_is_in_every_report_with_thresholds(expert_report):
+    run, out = expert_report["run"], expert_report["out"]
+    rows = read_csv(os.path.join(out, "triage.csv"))
+    assert [r["label"] for r in rows] == [label for label in (*LABELS, "any finding") for _ in (0, 1)]
+    ok = ~run.errors
+    fit, apply = run.val & ok, run.test & ok
+    y_any = run.labels.max(axis=1)
+    # The any-finding score: each label's probability over its own threshold at the target on the fit split.
+    target = 0.95
+    ratios = []
+    for j in range(len(LABELS)):
+        positives = np.sort(run.probs[fit & (run.labels[:, j] == 1), j])[::-1]
+        if positives.size:
+            t = positives[math.ceil(target * positives.size - 1e-9) - 1]
+            ratios.append(run.probs[:, j] / t)
+    score = np.max(np.stack(ratios, axis=1), axis=1)
+    positives = np.sort(score[fit & (y_any == 1)])[::-1]
+    threshold = positives[math.ceil(target * positives.size - 1e-9) - 1]
+    row = next(r for r in rows if r["label"] == "any finding" and r["target_sensitivity"] == target)
+    assert row["threshold"] == pytest.approx(threshold)
+    assert row["cleared_share"] == pytest.approx((score[apply] < threshold).mean())
+    assert row["sensitivity"] == pytest.approx((score[apply & (y_any == 1)] >= threshold).mean())
+    html = open(os.path.join(out, "report.html")).read()
+    assert '<section id="triage">' in html and "Triage against NIH" in html

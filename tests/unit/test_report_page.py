@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli.flags import field_docs
-from jobs.report import ReportConfig, merge_repeated, validate
+from cli.flags import field_docs, merge_repeated
+from jobs.report import ReportConfig, validate
 from jobs.report_stages import KnownSplit, ScoredImages, fit_split_problem
 from xray.evaluation.intervals import class_histogram, roc_curve
 from xray.metadata.ground_truth import join_ground_truth

@@ -110,6 +110,10 @@ class ReportPage:
     overlay_caption: str = ""
     colour_bar: str = ""
     notes: list[str] = field(default_factory=list)
+    triage: TableView | None = None
+    """Triage against NIH's labels (any finding), when thresholds could be fit."""
+    triage_caption: str = ""
+    triage_curve: str = ""
     ground_truth: list[GroundTruthView] = field(default_factory=list)
     """One section per --ground-truth source, after the thresholds."""
 
@@ -210,6 +214,9 @@ def render_page(page: ReportPage) -> str:
         f'<p class="note">{escape(page.thresholds_caption)}</p>',
         render_table(page.thresholds, "thresholds"),
         "</section>",
+        (f'<section id="triage"><h2>Triage against NIH\'s labels</h2><p class="note">{escape(page.triage_caption)}'
+         f"</p>{render_table(page.triage, 'triage')}{page.triage_curve}</section>" if page.triage is not None
+         else ""),
         *[_ground_truth(view, i) for i, view in enumerate(page.ground_truth, 1)],
         f'<section id="screening"><h2>Screening view</h2><p class="note">{escape(page.screening_caption)}</p>',
         render_table(page.screening, "screening"),
