@@ -31,6 +31,7 @@ from jobs.report_ground_truth import (
     evaluate_ground_truth,
     ground_truth_json,
     ground_truth_tables,
+    load_sources,
     nih_triage,
     triage_table,
 )
@@ -186,6 +187,10 @@ def run(cfg: ReportConfig) -> ReportSummary:
     runs = [open_scored(uri, cfg.s3_endpoint, cfg.allow_partial) for uri in cfg.results]
     meta = load_metadata(cfg.metadata, cfg.s3_endpoint)
     val_list = _read_val_list(cfg)
+    gt_settings = GroundTruthSettings(cfg.ground_truth, cfg.label_map, Split(cfg.eval_split), Split(cfg.fit_split),
+                                      Split(cfg.apply_split), cfg.bootstrap, cfg.ci_level, cfg.seed,
+                                      endpoint=cfg.s3_endpoint)
+    gt_sources = load_sources(gt_settings, runs[0].labels)
     known = [model_split_of(r, meta, val_list, cfg.val_list, cfg.s3_endpoint) for r in runs]
     names = [*cfg.name, *run_names(runs)[len(cfg.name):]]
     images = [select_scored(r, meta, name, k.split) for r, name, k in zip(runs, names, known, strict=True)]
@@ -224,9 +229,7 @@ def run(cfg: ReportConfig) -> ReportSummary:
             agreement = agree(primary, sc, baseline, sc_b, apply)
 
     triage_points, triage_curve = nih_triage(primary, fit, apply, cfg.ci_level) if not no_thresholds else ([], None)
-    experts = evaluate_ground_truth(primary, GroundTruthSettings(
-        cfg.ground_truth, cfg.label_map, evaluated_on, fit, apply, cfg.bootstrap, cfg.ci_level, cfg.seed,
-        no_thresholds, cfg.s3_endpoint))
+    experts = evaluate_ground_truth(primary, replace(gt_settings, no_thresholds=no_thresholds), gt_sources)
 
     # Render, then save: every file atomically, report.json last.
     tables = {"auroc": auroc_table(ev, agreement), "thresholds": thresholds_table(primary.labels, sc, cfg.ci_level),

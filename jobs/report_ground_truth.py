@@ -84,18 +84,42 @@ def map_for(table_uri: str, value: str | None, outputs: tuple[str, ...], endpoin
     return label_map
 
 
-def evaluate_source(uri: str, map_value: str | None, images: ScoredImages, s: GroundTruthSettings) -> GroundTruthResult:
-    explicit = map_for(uri, map_value, images.labels, s.endpoint)
-    table = read_ground_truth(uri, explicit, s.endpoint)
+@dataclass(frozen=True)
+class LoadedSource:
+    """One --ground-truth table as read, with the map its labels are read through (restricted to the model's
+    outputs) and the labels left out."""
+
+    table: ExpertTable
+    label_map: LabelMap
+    unmapped: tuple[str, ...]
+
+
+def load_source(uri: str, map_value: str | None, outputs: tuple[str, ...], endpoint: str | None) -> LoadedSource:
+    explicit = map_for(uri, map_value, outputs, endpoint)
+    table = read_ground_truth(uri, explicit, endpoint)
     chosen = explicit or table.default_map()
     if chosen is None:
         raise ValueError(f"--ground-truth {uri}: no label of it is named like a model output ({', '.join(table.labels)}"
                          "); give --label-map, e.g. `My label: max(Nodule, Mass)`")
-    label_map, dropped = chosen.restricted_to(images.labels)
+    label_map, dropped = chosen.restricted_to(outputs)
     unmapped = tuple(dict.fromkeys([*(lb for lb in table.labels if lb not in chosen.names), *dropped]))
     if not label_map.entries:
         raise ValueError(f"--ground-truth {uri}: none of its labels maps onto the model's outputs "
-                         f"({label_map.origin}: {chosen.describe()}; model outputs: {', '.join(images.labels)})")
+                         f"({label_map.origin}: {chosen.describe()}; model outputs: {', '.join(outputs)})")
+    return LoadedSource(table, label_map, unmapped)
+
+
+def load_sources(s: GroundTruthSettings, outputs: tuple[str, ...]) -> list[LoadedSource]:
+    """Every --ground-truth source, in order, with its --label-map (by position): read before any statistic."""
+    if len(s.label_maps) > len(s.sources):
+        raise ValueError(f"--label-map is given {len(s.label_maps)} times for {len(s.sources)} --ground-truth files; "
+                         "give one per file, in order (`default` keeps a file's default map)")
+    maps = [*s.label_maps, *[None] * (len(s.sources) - len(s.label_maps))]
+    return [load_source(uri, value, outputs, s.endpoint) for uri, value in zip(s.sources, maps, strict=True)]
+
+
+def evaluate_source(source: LoadedSource, images: ScoredImages, s: GroundTruthSettings) -> GroundTruthResult:
+    table, label_map, unmapped = source.table, source.label_map, source.unmapped
 
     truth = images.truth
     pos = np.searchsorted(images.image_id.astype(str), table.image_id.astype(str))
@@ -164,13 +188,10 @@ def nih_triage(images: ScoredImages, fit: Split, apply: Split, level: float) -> 
     return points, triage_curve(np.where(apply_mask, any_finding(y), -1), any_score)
 
 
-def evaluate_ground_truth(images: ScoredImages, s: GroundTruthSettings) -> list[GroundTruthResult]:
-    """Every --ground-truth source, in order, with its --label-map (by position)."""
-    if len(s.label_maps) > len(s.sources):
-        raise ValueError(f"--label-map is given {len(s.label_maps)} times for {len(s.sources)} --ground-truth files; "
-                         "give one per file, in order (`default` keeps a file's default map)")
-    maps = [*s.label_maps, *[None] * (len(s.sources) - len(s.label_maps))]
-    return [evaluate_source(uri, value, images, s) for uri, value in zip(s.sources, maps, strict=True)]
+def evaluate_ground_truth(images: ScoredImages, s: GroundTruthSettings,
+                          sources: list[LoadedSource]) -> list[GroundTruthResult]:
+    """Every loaded source against the run, in order."""
+    return [evaluate_source(source, images, s) for source in sources]
 
 
 def _floats(values) -> pa.Array:

@@ -57,7 +57,11 @@ def read_label_map(value: str, endpoint: str | None = None) -> LabelMap:
     """A --label-map value: a YAML/JSON file (local or s3://) of `Expert label: outputs`, or the map inline
     (`Nodule or mass: max(Nodule, Mass); Pneumothorax: Pneumothorax`)."""
     if value.strip().lower().endswith(MAP_SUFFIXES) and "\n" not in value and ";" not in value:
-        data = read_bytes(resolve(value.strip(), endpoint))
+        try:
+            data = read_bytes(resolve(value.strip(), endpoint))
+        except OSError as exc:
+            reason = str(exc).splitlines()[0].replace(f"{value.strip()}: ", "") if str(exc) else "unreadable"
+            raise StorageError(f"--label-map {value}: {reason}") from exc
         try:
             body = yaml.safe_load(data)
         except yaml.YAMLError as exc:
