@@ -17,22 +17,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.openvino_ir import ActivationRanges, BiasCorrection, QuantizationPreset, f32_compiles
+from actors.openvino_ir import ActivationRanges, QuantizationPreset, f32_compiles
 
 
 @dataclass(frozen=True)
 class QatSettings:
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 1e-5
     seed: int = 0
 
 
 def quantization_aware(model, input_size: int, calibration: np.ndarray, train_images: np.ndarray, settings: QatSettings,
                        preset: QuantizationPreset = QuantizationPreset.PERFORMANCE,
                        ranges: ActivationRanges = ActivationRanges.HISTOGRAM,
-                       on_epoch: Callable[[int, float], None] | None = None,
-                       bias_correction: BiasCorrection = BiasCorrection.FAST):  # -> openvino.Model
+                       on_epoch: Callable[[int, float], None] | None = None):  # -> openvino.Model
     """FP32 torch classifier (logits) -> fine-tuned INT8 OpenVINO model (u8 (N, 1, S, S) in, probabilities out).
 
     calibration (C, 1, S, S) and train_images (M, 1, S, S) uint8. on_epoch(epoch, mean loss) after each epoch.
@@ -58,8 +57,7 @@ def quantization_aware(model, input_size: int, calibration: np.ndarray, train_im
     batches = [torch.from_numpy(calibration[i : i + 1]) for i in range(len(calibration))]
     with f32_compiles():
         student = nncf.quantize(student, nncf.Dataset(batches), preset=nncf.QuantizationPreset(
-            QuantizationPreset(preset).value), subset_size=len(calibration), advanced_parameters=advanced,
-            fast_bias_correction=BiasCorrection(bias_correction) is BiasCorrection.FAST)
+            QuantizationPreset(preset).value), subset_size=len(calibration), advanced_parameters=advanced)
     student.eval()  # BatchNorm frozen; the quantizers' scales and the weights still learn
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
     loss_fn = torch.nn.MSELoss()
