@@ -5,7 +5,8 @@ warning category and module or by logger (and message where a logger also says t
 
 - torch.jit's FutureWarnings (`torch.jit.trace` is deprecated), raised inside OpenVINO's PyTorch export;
 - torch's "No CUDA runtime is found, using CUDA_HOME=..." (a CPU job on a host with an `nvcc`);
-- NNCF's progress bars (rich, on its global console) and its per-layer "Rollback to ...MINMAX" notes;
+- NNCF's progress bars (rich, on its global console), its per-layer "Rollback to ...MINMAX" notes and its INFO lines
+  (its torch extension being compiled, each step of accuracy control);
 - Ray Data's UserWarning that a pool has fewer input blocks than actors (it counts shards, not the chunks
   each shard's read emits);
 - Ray's INFO lines ("Started a local Ray instance"), its note that token authentication is on, and Ray Data's
@@ -114,9 +115,15 @@ def quiet_process() -> None:
     _hide_ray_data_console_info()
     # NNCF's logger has its own class, so it must not be created before NNCF creates it; rich (NNCF's progress
     # bars) is not imported by processes that never quantize. Both are set when they are first imported.
-    after_import("nncf.common.logging.logger",
-                 lambda: _drop_records("nncf", "Rollback to RangeEstimatorParametersSet.MINMAX"))  # per layer
+    after_import("nncf.common.logging.logger", _quiet_nncf)
     after_import("rich.console", _quiet_rich)
+
+
+def _quiet_nncf() -> None:
+    # Its per-layer "Rollback to ...MINMAX" warning, and its INFO lines (compiling its torch extension, each step of
+    # accuracy control): quantize prints its own stage and recipe lines. Its warnings and errors stay.
+    _drop_records("nncf", "Rollback to RangeEstimatorParametersSet.MINMAX")
+    logging.getLogger("nncf").setLevel(logging.WARNING)
 
 
 def _quiet_rich() -> None:

@@ -362,7 +362,9 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
                     explicit=recipe if by_settings else None)
     chosen = result.chosen
     if chosen is None:
-        closest = min(result.candidates, key=lambda c: (c.figures.worst_flips, c.figures.p99))
+        # A candidate with every compute layer in float is not INT8: never the one written.
+        int8 = [c for c in result.candidates if c.float_layers < c.compute_layers] or result.candidates
+        closest = min(int8, key=lambda c: (c.figures.worst_flips, c.figures.p99))
         tried = "; ".join(f"{c.recipe}: {'; '.join(c.figures.over(budget))}" for c in result.candidates)
         if not cfg.allow_over_budget:
             raise BudgetNotMet(f"no INT8 recipe kept FP32's decisions within the budget on {len(images.budget_ids)} "

@@ -70,3 +70,12 @@ def test_quantization_aware_fine_tuning_exports_a_fully_int8_model(above_chance,
     p8 = np.array(m["metrics"]["int8_auroc"], dtype=float)
     assert np.isfinite(p8).any()  # evaluated on the test images like any INT8 model
     assert os.path.exists(os.path.join(out, "int8", "model.xml"))
+
+
+def test_over_budget_the_closest_int8_candidate_is_written_never_an_all_float_one(above_chance, tmp_path):  # noqa: F811
+    out = str(tmp_path / "model")
+    _run(above_chance, out, budget_flips=0.0, budget_p99=1e-9, qat_epochs=0, allow_over_budget=True)
+    decision = open_artifact(out).manifest["metrics"]["decision_budget"]
+    chosen = next(c for c in decision["candidates"] if c["recipe"] == decision["chosen"])
+    assert chosen["float_compute_layers"] < chosen["compute_layers"]
+    assert open_artifact(out).manifest["metrics"]["ran"]["int8"]["precision"] == "int8"
