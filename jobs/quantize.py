@@ -1,4 +1,4 @@
-"""Quantize a model to INT8 with NNCF post-training quantization, and measure how closely INT8 follows FP32.
+"""Quantize a model to INT8 with NNCF (post-training, or quantization-aware when needed), keeping FP32's decisions.
 
 The source is a checkpoint artifact (`tilescope train`, or `tilescope import --weights`), exported here to an
 FP32 IR, or a model artifact holding an FP32 IR (`tilescope import --onnx / --ir`). Calibration images
@@ -14,6 +14,12 @@ nothing is evaluated: the job says so on stderr and the manifest records `metric
 When bench.calibration measured the chosen --calibration to hurt the chosen backbone
 (xray/calibration/calibration_risks.json, docs/BENCHMARKS.md), a one-line warning names what it measured
 and what did better.
+
+Decision budget (docs/guide/calibration.md): on the model's validation patients (never the test split) each INT8
+candidate's flag flips at FP32's sensitivity-0.9 thresholds and its p99 |dp| are measured; by default the
+post-training recipes, then quantization-aware fine-tuning, then accuracy control are tried until one keeps the
+worst label's flips within --budget-flips and p99 within --budget-p99 (jobs/quantize_recipes.py). None within:
+exit 2 and nothing written, unless --allow-over-budget. The manifest records every candidate.
 
 Accuracy control: with --max-drop (mean AUROC, absolute) and/or --max-prob-diff (p99 |p_fp32 - p_int8|),
 NNCF keeps layers in float until both hold on the evaluation images. The result is measured again; if it does
