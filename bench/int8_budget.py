@@ -34,6 +34,8 @@ from jobs import quantize, synth, train
 from jobs.quantize_recipes import ACCURACY_CONTROL, PTQ_RECIPES, QAT
 
 RECIPES = (*(r.name for r in PTQ_RECIPES), QAT, ACCURACY_CONTROL)
+BF16 = "fp32-as-bf16"
+"""Not a recipe: the FP32 IR run in bf16 on the same images (quantize's `bf16_reference`), for scale."""
 SECTION = "int8-budget"
 ROW = re.compile(r"^\| `(?P<backbone>[a-z0-9_]+)` \| (?P<recipe>[a-z0-9-]+)(?: \*\*\(auto\)\*\*)? \|")
 
@@ -45,21 +47,27 @@ def measure_backbone(name: str, plan: Plan, archive: str, workdir: str, n_budget
     t0 = time.perf_counter()
     trained = train.run(train.TrainConfig(archive=archive, out=ckpt, backbone=name, input_size=plan.input_size,
                                           epochs=plan.epochs, lr=plan.lr, batch_size=plan.batch_size, seed=0))
-    rows = {}
+    rows, bf16 = {}, None
     for recipe in RECIPES:
         out = os.path.join(workdir, f"{name}-{recipe}")
         t1 = time.perf_counter()
         summary = quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=out, seed=0,
-                                                       budget_size=n_budget, eval_size=0, bf16_metrics=False,
+                                                       budget_size=n_budget, eval_size=0,
+                                                       bf16_metrics=recipe == RECIPES[0],
                                                        recipe=recipe, allow_over_budget=True))
         wall = time.perf_counter() - t1
         candidate = summary.decision["candidates"][0]
+        if summary.decision.get("bf16_reference"):
+            bf16 = summary.decision["bf16_reference"]
         scorer = Int8Scorer(out, precision="int8", threads=cores, streams=cores, infer_batch=8, cache_dir=cache)
         speed = scorer_throughput(scorer, synthetic_pixels(8 * cores * 4, artifact_input_size(out)), seconds)
         rows[recipe] = {**candidate, "wall_s": wall, "scorer_images_per_s": speed}
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(ckpt, ignore_errors=True)
-    return {"plan": plan, "train_seconds": time.perf_counter() - t0 - sum(r["wall_s"] for r in rows.values()),
+    if bf16:
+        rows[BF16] = {**bf16, "met": False, "float_compute_layers": None, "wall_s": None,
+                      "scorer_images_per_s": None}
+    return {"plan": plan, "train_seconds": time.perf_counter() - t0 - sum(r["wall_s"] or 0.0 for r in rows.values()),
             "test_mean_auroc": trained.test_mean_auroc,
             "rows": rows}
 
@@ -83,6 +91,11 @@ def render_rows(name: str, result: dict) -> list[str]:
     chosen = default_choice(rows)
     out = []
     for recipe, r in rows.items():
+        if recipe == BF16:
+            out.append(f"| `{name}` | {BF16} | {_pct(r['worst_label_flips'])} ({r['worst_label']}) | "
+                       f"{_pct(r['mean_flips'])} | {r['p99_abs_prob_diff']:.3f} | {r['auroc_drop']:+.4f} | (for scale: "
+                       f"ran as {r['ran']}) | - | - | - |")
+            continue
         speed = r["scorer_images_per_s"] / base if base else math.nan
         floats = f"{r['float_compute_layers']}/{r['compute_layers']}"
         mark = " **(auto)**" if recipe == chosen else ""
@@ -99,7 +112,9 @@ def render(results: dict, command: str, n_budget: int, earlier_rows: list[str]) 
              "sensitivity-0.9 thresholds (worst label and mean), p99 |p_fp32 - p_int8|, mean AUROC drop (FP32 minus "
              "INT8), within the default budget (worst flips <= 1%, p99 <= 0.05), compute layers left in float, INT8 "
              "images/s of the written artifact relative to histogram-fast (Int8Scorer, same run, same host), and "
-             "quantize wall time. **(auto)** marks what the default search keeps.", "",
+             "quantize wall time. **(auto)** marks what the default search keeps. Flip counts leave out the image each "
+             "threshold was fit on (it sits exactly on it; no test image does). The fp32-as-bf16 row is no recipe: the "
+             "FP32 IR run in bf16 on the same images, for scale (native on avx512_bf16 / AMX).", "",
              "| backbone | recipe | worst-label flips | mean flips | p99 \\|dp\\| | AUROC drop | within budget | float "
              "layers | INT8 speed vs histogram-fast | quantize time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -107,8 +122,9 @@ def render(results: dict, command: str, n_budget: int, earlier_rows: list[str]) 
     kept = [row for row in earlier_rows if (m := ROW.match(row)) and m["backbone"] not in measured]
     body = kept + [row for name, r in results.items() for row in render_rows(name, r)]
     order = {name: i for i, name in enumerate(PLANS)}
-    body.sort(key=lambda row: (order.get(ROW.match(row)["backbone"], 99), RECIPES.index(
-        ROW.match(row)["recipe"]) if ROW.match(row)["recipe"] in RECIPES else 99))
+    ranks = (*RECIPES, BF16)
+    body.sort(key=lambda row: (order.get(ROW.match(row)["backbone"], 99), ranks.index(
+        ROW.match(row)["recipe"]) if ROW.match(row)["recipe"] in ranks else 99))
     lines += body
     lines += ["", "Models (trained by `tilescope train` on one synthetic archive; test mean AUROC of FP32): "
               + "; ".join(f"`{n}` {r['plan'].input_size} px, {r['plan'].epochs} epochs, test AUROC "

@@ -73,7 +73,7 @@ from storage.artifacts import require_new, write_artifact
 from xray.calibration.risks import load_risks, warning_for
 from xray.calibration.sets import CalibrationSource, describe, pixel_summary
 from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
-from xray.evaluation.decision_budget import SCREENING_TARGET, DecisionBudget, fp32_thresholds
+from xray.evaluation.decision_budget import SCREENING_TARGET, DecisionBudget, decision_figures, fp32_thresholds
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.manifests import (
     IRKind,
@@ -350,6 +350,7 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
         p32 = infer_compiled(compile_cpu(source.fp32, IRPrecision.FP32), images.budget_pixels)
     thresholds = fp32_thresholds(images.budget_labels, p32)
     budget_images = BudgetImages(source.labels, images.budget_pixels, images.budget_labels, p32, thresholds)
+    bf16 = bf16_reference(source, budget_images) if cfg.bf16_metrics else None
     by_settings = cfg.ranges is not None or cfg.bias_correction is not None
     names = (recipe.name,) if by_settings else plan_recipes(str(cfg.recipe), source.torch_model is not None,
                                                              cfg.qat_epochs)
@@ -385,7 +386,18 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
     return chosen.model, {"measured": True, "budget": budget.to_json(), "split": "val",
                           "target_sensitivity": SCREENING_TARGET, "images": len(images.budget_ids),
                           "met": chosen.met, "chosen": chosen.recipe, "reason": result.reason,
-                          "candidates": [c.to_json() for c in result.candidates]}
+                          "candidates": [c.to_json() for c in result.candidates], "bf16_reference": bf16}
+
+
+def bf16_reference(source: Source, images: BudgetImages) -> dict:
+    """For scale, the same figures for the FP32 IR run in bf16 (what OpenVINO does with an FP32 IR on a CPU with
+    avx512_bf16 or AMX unless told otherwise), printed and recorded with the precision that actually ran."""
+    compiled = compile_cpu(source.fp32, IRPrecision.BF16)
+    figures = decision_figures(images.names, images.labels, images.p32, infer_compiled(compiled, images.pixels),
+                               images.thresholds)
+    ran = what_ran(compiled, IRPrecision.BF16)
+    print(f"[quantize] for scale, the FP32 IR run as {ran.precision} on {ran.cpu}: {figures.describe()}", flush=True)
+    return {**figures.to_json(), "ran": ran.precision, **ran.cpu.to_json()}
 
 
 def run(cfg: QuantizeConfig) -> QuantizeSummary:
