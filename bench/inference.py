@@ -54,6 +54,56 @@ class Setting:
 
 QUICK = Setting(size=64, seconds=1.0, batches=(8,), calibration=8, n_images=200, epochs=2, input_size=48)
 
+# INT8 multiply-accumulates one core can issue per cycle, by ISA class (issue 26): AVX2 without VNNI about 32
+# (vpmaddubsw + vpmaddwd on two 256-bit ports), AVX-512 without VNNI about 64, AVX-512 VNNI 128 (vpdpbusd on two
+# 512-bit ports), AMX 1,024 (TMUL). Achieved / peak says how far the scorer is from what the silicon allows.
+INT8_PEAK_MACS_PER_CYCLE = {"avx2": 32, "avx512": 64, "avx512_vnni": 128, "amx": 1024}
+
+
+def ir_macs(xml: str, size: int) -> float:
+    """Multiply-accumulates of one image through an IR at size x size: every Convolution, GroupConvolution and
+    MatMul (output elements x the reduction each needs), counted on the IR reshaped to batch 1."""
+    import openvino as ov
+
+    model = ov.Core().read_model(xml)
+    model.reshape({model.inputs[0]: ov.PartialShape([1, 1, size, size])})
+    total = 0.0
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        out = [int(d) for d in op.get_output_shape(0)]
+        weights = [int(d) for d in op.get_input_shape(1)]
+        if kind == "Convolution":  # weights (Cout, Cin, kh, kw)
+            total += float(np.prod(out)) * float(np.prod(weights[1:]))
+        elif kind == "GroupConvolution":  # weights (G, Cout/G, Cin/G, kh, kw)
+            total += float(np.prod(out)) * float(np.prod(weights[2:]))
+        else:  # (.., K) x (K, M) or transposed: K from the first input's last axis
+            total += float(np.prod(out)) * int(op.get_input_shape(0)[-1])
+    return total
+
+
+def nominal_ghz() -> float | None:
+    """The CPU's nominal clock from its model name (`... @ 2.80GHz`), else the current clock /proc/cpuinfo shows."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    named = re.search(r"model name\s*:.*@\s*([0-9.]+)\s*GHz", text)
+    if named:
+        return float(named.group(1))
+    mhz = re.search(r"cpu MHz\s*:\s*([0-9.]+)", text)
+    return float(mhz.group(1)) / 1000.0 if mhz else None
+
+
+def peak_share(images_per_s: float, macs: float, cores: int, isa: str) -> dict:
+    """Achieved INT8 MACs per cycle per core (at the nominal clock) and their share of the ISA's peak."""
+    ghz = nominal_ghz()
+    achieved = images_per_s * macs / (cores * ghz * 1e9) if ghz else float("nan")
+    peak = INT8_PEAK_MACS_PER_CYCLE.get(isa, float("nan"))
+    return {"ghz": ghz, "macs_per_image": macs, "macs_per_cycle_per_core": achieved, "peak": peak,
+            "share": achieved / peak}
+
 
 def synthetic_pixels(n: int, size: int) -> np.ndarray:
     """(n, 1, size, size) uint8 from the synthetic X-ray generator (calibration and timing input)."""
@@ -132,7 +182,11 @@ def speed(s: Setting, workdir: str) -> dict:
         bench[f"benchmark_app_int8 (scorer's settings, b{b})"] = benchmark_app(xml, s.seconds, [
             "-hint", "none", "-nstreams", str(streams), "-nthreads", str(cores), "-nireq", str(streams),
             "-b", str(b), "-shape", f"[{b},1,{s.size},{s.size}]", "-infer_precision", "f32", "-pin", "NO"])
-    return {"speed": res, "benchmark_app": bench, "ran": ran, "streams": streams, "cores": cores}
+    macs = ir_macs(os.path.join(artifact, "fp32", "model.xml"), s.size)
+    best_int8 = max(res["scorer_int8"].values())
+    peak = {"scorer": peak_share(best_int8, macs, cores, this_cpu().isa.value),
+            "benchmark_app": peak_share(max(bench.values()), macs, cores, this_cpu().isa.value)}
+    return {"speed": res, "benchmark_app": bench, "ran": ran, "streams": streams, "cores": cores, "peak": peak}
 
 
 # Quantization recipes compared on the trained model: name -> QuantizeConfig fields. The first is the default.
@@ -250,6 +304,13 @@ process on the {sp['cores']} cores: {sp['streams']} stream(s), batch b, {sp['cor
 {app_rows}
 
 Target: the scorer reaches >= 0.95x of benchmark_app's best throughput: {ratio:.2f}x, {'met' if ratio >= 0.95 else 'NOT met'}.
+
+What the silicon allows (issue 26): DenseNet-121 at {s.size} px is {sp['peak']['scorer']['macs_per_image'] / 1e9:.2f} GMAC per image
+(Convolution, GroupConvolution and MatMul of the IR). At the nominal {sp['peak']['scorer']['ghz']} GHz the scorer's best INT8
+throughput is {sp['peak']['scorer']['macs_per_cycle_per_core']:.1f} MACs per cycle per core, {100 * sp['peak']['scorer']['share']:.0f}% of the
+{cpu.isa.value} class's INT8 peak of {sp['peak']['scorer']['peak']} (benchmark_app's best: {sp['peak']['benchmark_app']['macs_per_cycle_per_core']:.1f},
+{100 * sp['peak']['benchmark_app']['share']:.0f}%). Peaks per core and cycle: AVX2 without VNNI ~32, AVX-512 ~64, AVX-512 VNNI
+128, AMX 1,024; turbo clocks above the nominal one make the true share lower.
 
 ### INT8 agreement with FP32 (issue 12)
 

@@ -36,6 +36,7 @@ from bench.doc_sections import machine_line, write_section
 from bench.poller import Poller
 from cli.job_main import local_system_config
 from jobs import quantize, score, synth
+from jobs.score_stream import read_ahead_mb
 from storage.archives import iter_members, list_shards
 from storage.artifacts import write_artifact
 from xray.codec.decode import DECODER_ENV, decode_resized
@@ -187,6 +188,36 @@ def tilescope_run(archive: str, model: str, out: str, cfg: dict, sample_memory: 
     return summary, mem
 
 
+def run_cost(summary: score.ScoreSummary) -> dict:
+    """The committed run manifest's `cost` (jobs/score_stages.py ScoringCost.record) of a local run."""
+    with open(os.path.join(summary.results_uri, "_manifest.json")) as f:
+        return json.load(f)["cost"]
+
+
+COST_PARTS = ("read", "decode", "infer", "write", "rest", "idle")
+
+
+def cost_table(costs: dict[str, dict], setting: str) -> str:
+    """Where each core-ms of a run went, per image, as its run manifest records it (issue 26)."""
+    rows = []
+    for kind, c in costs.items():
+        parts = " | ".join(f"{c[f'{p}_core_ms_per_image']:.2f}" for p in COST_PARTS)
+        rows.append(f"| {kind} | {c['images_per_s']:.1f} | {c['wall_core_ms_per_image']:.2f} | {parts} | "
+                    f"{c['overhead_core_ms_per_image']:.2f} | {c['efficiency']:.2f} |")
+    return f"""
+Where each core-ms goes (issue 26), from each run's own manifest (`cost`; {setting}): per image, the cores' wall
+time (cores / T) = read (the read tasks inflating the shards) + decode + inference + write (Parquet) + Ray and
+driver (every other CPU-second of Ray's processes and the driver over the stream, from their own counters:
+scheduling, object transfers, serialisation) + idle (cores busy with nothing). Overhead = cores / T - decode -
+inference (target <= 1 core-ms); efficiency = T * (decode + inference) / cores (target >= 0.9). These runs include
+the pipeline's start-up (actors compiling the model), which the "once running" figures above cancel.
+
+| run | T images/s | cores / T core-ms | read | decode | inference | write | Ray and driver | idle | overhead | efficiency |
+|---|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def pytorch_baseline(archive: str, max_images: int) -> float:
     """The usual CheXNet evaluation loop: DataLoader(PIL -> RGB -> Resize -> ToTensor -> Normalize) + eager."""
     from PIL import Image
@@ -253,10 +284,10 @@ def main() -> None:
         # The default (read-ahead capped at --buffer-mb per actor) and, optionally, Ray Data's own budget.
         defaults = score.ScoreConfig(archive=big, model=model, out=tmp)
         configs = {f"2 actors x 1 CPU, defaults --chunk-mb {defaults.chunk_mb}, "
-                   f"--buffer-mb {score.read_ahead_mb(defaults)}": dict(actors=2)}
+                   f"--buffer-mb {read_ahead_mb(defaults.chunk_mb, defaults.buffer_mb)}": dict(actors=2)}
         if args.compare_uncapped:
             configs["2 actors x 1 CPU, --buffer-mb 0 (Ray Data's default budget)"] = dict(actors=2, buffer_mb=0)
-        runs, small_peaks, marginal, quarters = {}, {}, {}, {}
+        runs, small_peaks, marginal, quarters, costs = {}, {}, {}, {}, {}
         for name, cfg in configs.items():
             outs = iter(os.path.join(tmp, f"out-{len(runs)}-{k}") for k in range(4))
             # Timed runs (no sampler), then the same two archives again with the memory sampler.
@@ -265,6 +296,7 @@ def main() -> None:
             _, mem = tilescope_run(big, model, next(outs), cfg, sample_memory=True)
             _, small_mem = tilescope_run(small_archive, model, next(outs), cfg, sample_memory=True)
             runs[name] = (summary.scored_now / summary.stream_seconds, mem.peak, cfg)
+            costs.setdefault(f"synthetic ({args.images} images)", run_cost(summary))
             quarters[name] = mem.quarter_peaks()
             small_peaks[name] = small_mem.peak
             # Images per second once running: the extra images over the extra seconds (start-up cancels out).
@@ -285,6 +317,7 @@ def main() -> None:
             d_real, _ = decode_cost(real_big, args.decode_sample)
             big_run, _ = tilescope_run(real_big, model, os.path.join(tmp, "out-real"), default_cfg, False)
             small_run, _ = tilescope_run(real_small, model, os.path.join(tmp, "out-real-small"), default_cfg, False)
+            costs[f"real ({n_real} images)"] = run_cost(big_run)
             timed["real"] = (real_big, real_small, n_real, d_real, pytorch_baseline(real_big, args.baseline_images),
                              big_run.scored_now / big_run.stream_seconds,
                              (big_run.scored_now - small_run.scored_now)
@@ -361,6 +394,7 @@ Real NIH PNGs beside synthetic ones (issue 16): the real archive is ../shared/ni
 Per image here, {bound} dominates: i = {i * 1000:.1f} core-ms against d = {' / '.join(f'{v[3] * 1000:.1f}' for v in timed.values())}
 core-ms ({' / '.join(timed)}); T can grow by at most (d_before + i) / (d + i) from a faster decoder.
 """
+    md += cost_table(costs, default_name)
     write_section("scoring", md)
     print(md)
     print(json.dumps({"d": d, "i": i, "T": t_best, "eff": eff, "eff_marginal": eff_marginal, "baseline": baseline,

@@ -246,7 +246,7 @@ def help_sections(doc: str | None) -> tuple[str, str | None]:
         elif any(line.lstrip().startswith(("- ", "* ")) for line in lines):
             prose.append("\n".join(lines))
         else:
-            prose.append(textwrap.fill(" ".join(" ".join(lines).split()), width))
+            prose.append(textwrap.fill(" ".join(" ".join(lines).split()), width, break_on_hyphens=False))
     return "\n\n".join(prose), ("examples:\n" + "\n".join(examples) if examples else None)
 
 

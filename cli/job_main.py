@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from cli import config_files, console
-from cli.flags import config_from_args, field_docs, flag_of, help_sections, parser_for
+from cli.flags import config_from_args, field_docs, flag_of, help_sections, merge_repeated, parser_for
 from storage.fs import StorageError, check_reachable, resolve
 
 C = TypeVar("C")
@@ -26,7 +26,9 @@ S = TypeVar("S")
 def parse_job_args(config_cls: type[C], parser: argparse.ArgumentParser, args: list[str],
                    aliases: Mapping[str, str] | None = None) -> tuple[C, argparse.Namespace]:
     """(config, namespace) from the command line over a --config file over the defaults. Exits 2 naming the
-    problem for a bad flag, a bad file or a bad key in it."""
+    problem for a bad flag, a bad file or a bad key in it. A flag of several values may be repeated
+    (`--model a --model b` is `--model a b`)."""
+    args = merge_repeated(args, *(a.option_strings[0] for a in parser._actions if a.nargs == "*" and a.option_strings))
     known = {option for action in parser._actions for option in action.option_strings}
     unknown = [arg.split("=", 1)[0] for arg in args if arg.startswith("--") and arg.split("=", 1)[0] not in known
                and arg != "--"]

@@ -1,5 +1,5 @@
-"""The whole system on an embedded default: synth -> train -> export + INT8 -> score, then a tile ensemble
-trained on Ray actors and scored the same way, then a report comparing the two runs. The comparison is printed
+"""The whole system on an embedded default: synth -> train -> export + INT8, a tile ensemble trained on Ray
+actors, both scored in one pass over the archive, then a report comparing the two runs. The comparison is printed
 per small-finding label and as means, each with its paired CI, and worded from the CI: a win only where the
 interval excludes 0 (xray/evaluation/comparison.py); then localisation on the test boxes, the ensemble's heatmap vs the
 single model's class activation map, box by box (jobs/localisation.py).
@@ -82,9 +82,9 @@ class DemoPlan:
     synth: synth.SynthConfig
     train: train.TrainConfig
     quantize: quantize.QuantizeConfig
-    score_single: score.ScoreConfig
     train_tiles: train_tiles.TrainTilesConfig
-    score_tiles: score.ScoreConfig
+    score: score.ScoreConfig
+    """Both models in one pass over the archive: the ensemble, then the single model."""
     report: report.ReportConfig
 
 
@@ -104,14 +104,12 @@ def plan(cfg: DemoConfig) -> DemoPlan:
         # the candidate closest to it and says so (tilescope quantize, docs/guide/calibration.md).
         quantize=quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=calibration,
                                          seed=cfg.seed, s3_endpoint=endpoint, allow_over_budget=True),
-        score_single=score.ScoreConfig(archive=archive, model=model, out=scores, metadata=metadata,
-                                       s3_endpoint=endpoint, progress_every_s=5.0),
         train_tiles=train_tiles.TrainTilesConfig(
             archive=archive, out=ensemble, image_size=cfg.size, tile_size=cfg.tile_size,
             stride=cfg.tile_size, backbone=cfg.backbone, epochs=cfg.epochs, seed=cfg.seed,
             calibration_size=calibration, s3_endpoint=endpoint),
-        score_tiles=score.ScoreConfig(archive=archive, model=ensemble, out=scores, metadata=metadata,
-                                      s3_endpoint=endpoint, progress_every_s=5.0),
+        score=score.ScoreConfig(archive=archive, model=(ensemble, model), out=scores, metadata=metadata,
+                                s3_endpoint=endpoint, progress_every_s=5.0),
         report=report.ReportConfig(results=(f"{scores}/ensemble", f"{scores}/single"), metadata=metadata,
                                    out=reports, archive=archive, bootstrap=200, seed=cfg.seed, s3_endpoint=endpoint,
                                    name=("tile ensemble", "single model")),
@@ -130,7 +128,7 @@ def validate(cfg: DemoConfig) -> DemoPlan:
     # The rest (--backbone, --size, --shards, --input-size, --epochs, ...) is checked by the stages themselves.
     stages = plan(cfg)
     checks = (("synth", synth.validate, stages.synth), ("train", train.validate, stages.train),
-              ("quantize", quantize.validate, stages.quantize), ("score", score.validate, stages.score_single),
+              ("quantize", quantize.validate, stages.quantize), ("score", score.validate, stages.score),
               ("train-tiles", train_tiles.validate, stages.train_tiles), ("report", report.validate, stages.report))
     for name, check, stage in checks:
         try:
@@ -204,16 +202,15 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
     train.run(s.train)
     print(f"== 3/6 export to OpenVINO + NNCF INT8 -> {s.quantize.out}", flush=True)
     quantize.run(s.quantize)  # its last line compares FP32 and INT8
-    print(f"== 4/6 score the archive on Ray Data with INT8 actors -> {s.score_single.out}", flush=True)
-    connect_ray()
-    single = score.run(s.score_single)
     t = s.train_tiles
     steps = TileGrid(t.image_size, t.tile_size, t.stride).steps
-    print(f"== 5/6 tile ensemble: {steps}x{steps} {cfg.backbone} models of {t.tile_size}px tiles over "
-          f"{t.image_size}px images, one model per position on a pool of Ray actors -> {t.out}; scored into "
-          f"{s.score_tiles.out}", flush=True)
+    print(f"== 4/6 tile ensemble: {steps}x{steps} {cfg.backbone} models of {t.tile_size}px tiles over "
+          f"{t.image_size}px images, one model per position on a pool of Ray actors -> {t.out}", flush=True)
+    connect_ray()
     train_tiles.run(t)
-    tiled = score.run(s.score_tiles)
+    print(f"== 5/6 score the archive on Ray Data with INT8 actors, the ensemble and the single model in one pass "
+          f"(each image read and decoded once per input size) -> {s.score.out}", flush=True)
+    tiled, single = score.run(s.score).models
     print(f"== 6/6 report: ensemble vs single model on the test split, AUROC and localisation -> {s.report.out}",
           flush=True)
     r = report.run(replace(s.report, results=(tiled.results_uri, single.results_uri)))
@@ -225,7 +222,7 @@ def run(cfg: DemoConfig) -> score.ScoreSummary:
     located = heatmap_vs_cam(tiled.results_uri, s.train.out, s.synth.out, load_metadata(meta_uri, cfg.s3_endpoint),
                              meta_uri, cfg.s3_endpoint)
     print(localisation_line(located), flush=True)
-    print(f"demo done: {single.rows} rows per run ({single.errors} errors) under {s.score_single.out}; test mean "
+    print(f"demo done: {single.rows} rows per run ({single.errors} errors) under {s.score.out}; test mean "
           f"AUROC ensemble {r.mean_auroc:.4f} vs single model {r.baseline_mean_auroc:.4f}, paired: "
           f"{_mean_verdict(r.paired, level)}; open {s.report.out}/report.html (everything under {root.uri})",
           flush=True)

@@ -60,20 +60,20 @@ from cli.progress import CountLine, stage
 from cli.provenance import tilescope_versions
 from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source, training_pixels
 from jobs.quantize_recipes import (
-    BudgetImages,
+    PROG,
+    BudgetSet,
     Recipe,
     RecipeName,
     SearchPlan,
-    SearchResult,
+    choose,
     plan_recipes,
     ptq_recipe,
-    search,
 )
 from storage.artifacts import require_new, write_artifact
 from xray.calibration.risks import load_risks, warning_for
 from xray.calibration.sets import CalibrationSource, describe, pixel_summary
 from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
-from xray.evaluation.decision_budget import SCREENING_TARGET, DecisionBudget, decision_figures, fp32_thresholds
+from xray.evaluation.decision_budget import DecisionBudget
 from xray.evaluation.metrics import mean_auroc, per_label_auroc
 from xray.metadata.manifests import (
     IRKind,
@@ -181,7 +181,6 @@ class AgreementNotReached(ValueError):
         self.int8, self.ran = int8, ran
 
 
-PROG = "tilescope quantize"
 
 
 def validate(cfg: QuantizeConfig) -> None:
@@ -319,17 +318,13 @@ def calibration_record(cfg: QuantizeConfig, source: Source, images: ImageSubsets
             "ignored_types": list(cfg.ignored_types), "max_drop": cfg.max_drop, "max_prob_diff": cfg.max_prob_diff}
 
 
-class BudgetNotMet(ValueError):
-    """No recipe kept FP32's decisions within the budget: nothing is written (unless --allow-over-budget)."""
-
-
 def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: ImageSubsets,
                 p32_eval: np.ndarray) -> tuple[object, dict | None]:
-    """The INT8 model to write and the manifest's `decision_budget` record (None when not measured).
+    """The INT8 model to write and the manifest's `decision_budget` record.
 
     --max-drop / --max-prob-diff: NNCF's accuracy control on the evaluation images, as before. Without budget
-    images (no --archive, --budget-size 0, no validation patients): one recipe, unmeasured. Otherwise the search
-    of jobs/quantize_recipes.py."""
+    images (no --archive, --budget-size 0, no validation patients): one recipe, unmeasured (`measured: false`).
+    Otherwise the recipe search within the decision budget (jobs/quantize_recipes.py, choose)."""
     recipe = single_recipe(cfg)
     explicit_control = cfg.max_drop is not None or cfg.max_prob_diff is not None
     if explicit_control or not images.budget_ids:
@@ -345,59 +340,21 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
                                                    then=calibration_next(cfg)).tick)
         return int8, {"measured": False, "why": why, "recipe": recipe.name, "ranges": recipe.ranges.value,
                       "bias_correction": recipe.bias_correction.value}
-    budget = DecisionBudget(cfg.budget_flips, cfg.budget_p99)
-    with stage("quantize", f"FP32 on {len(images.budget_ids)} budget images (validation patients)"):
-        p32 = infer_compiled(compile_cpu(source.fp32, IRPrecision.FP32), images.budget_pixels)
-    thresholds = fp32_thresholds(images.budget_labels, p32)
-    budget_images = BudgetImages(source.labels, images.budget_pixels, images.budget_labels, p32, thresholds)
-    bf16 = bf16_reference(source, budget_images) if cfg.bf16_metrics else None
     by_settings = cfg.ranges is not None or cfg.bias_correction is not None
     names = (recipe.name,) if by_settings else plan_recipes(str(cfg.recipe), source.torch_model is not None,
                                                              cfg.qat_epochs)
     if names == (RecipeName.QAT.value,) and source.torch_model is None:
         raise ValueError(f"--recipe qat needs a PyTorch checkpoint (tilescope train, or tilescope import --weights); "
                          f"{cfg.checkpoint} is an OpenVINO model artifact")
-    search_plan = SearchPlan(budget, names, cfg.try_all_recipes,
+    search_plan = SearchPlan(DecisionBudget(cfg.budget_flips, cfg.budget_p99), names, cfg.try_all_recipes,
                              cfg.preset, cfg.ignored_names, cfg.ignored_types,
-                             QatSettings(cfg.qat_epochs or 1, seed=cfg.seed))
-    print(f"[quantize] decision budget: worst-label flips <= {budget.flips:.1%}, p99 |dp| <= {budget.p99:.3f}, on "
-          f"{len(images.budget_ids)} images of the model's validation patients at FP32's sensitivity-"
-          f"{SCREENING_TARGET:g} thresholds", flush=True)
-    result = search(search_plan, source.fp32, images.calibration, budget_images,
-                    (lambda: source.torch_model) if source.torch_model is not None else None,
-                    lambda: training_pixels(plan, source, images, cfg.qat_size), source.input_size,
-                    explicit=recipe if by_settings else None)
-    chosen = result.chosen
-    if chosen is None:
-        # A candidate with every compute layer in float is not INT8: never the one written.
-        int8 = [c for c in result.candidates if c.float_layers < c.compute_layers] or result.candidates
-        closest = min(int8, key=lambda c: (c.figures.worst_flips, c.figures.p99))
-        tried = "; ".join(f"{c.recipe}: {'; '.join(c.figures.over(budget))}" for c in result.candidates)
-        if not cfg.allow_over_budget:
-            raise BudgetNotMet(f"no INT8 recipe kept FP32's decisions within the budget on {len(images.budget_ids)} "
-                               f"validation images ({tried}). Nothing was written to --out {cfg.out}. Loosen "
-                               "--budget-flips / --budget-p99, allow more --qat-epochs, or pass --allow-over-budget "
-                               f"to write the closest ({closest.recipe}: {closest.figures.describe()})")
-        print(f"{PROG}: warning: over the decision budget: writing {closest.recipe} ({closest.figures.describe()}) "
-              "because of --allow-over-budget", file=sys.stderr, flush=True)
-        chosen = closest
-        result = SearchResult(closest, result.candidates, "over budget; closest written (--allow-over-budget)")
-    print(f"[quantize] chose {chosen.recipe}: {result.reason}", flush=True)
-    return chosen.model, {"measured": True, "budget": budget.to_json(), "split": "val",
-                          "target_sensitivity": SCREENING_TARGET, "images": len(images.budget_ids),
-                          "met": chosen.met, "chosen": chosen.recipe, "reason": result.reason,
-                          "candidates": [c.to_json() for c in result.candidates], "bf16_reference": bf16}
-
-
-def bf16_reference(source: Source, images: BudgetImages) -> dict:
-    """For scale, the same figures for the FP32 IR run in bf16 (what OpenVINO does with an FP32 IR on a CPU with
-    avx512_bf16 or AMX unless told otherwise), printed and recorded with the precision that actually ran."""
-    compiled = compile_cpu(source.fp32, IRPrecision.BF16)
-    figures = decision_figures(images.names, images.labels, images.p32, infer_compiled(compiled, images.pixels),
-                               images.thresholds)
-    ran = what_ran(compiled, IRPrecision.BF16)
-    print(f"[quantize] for scale, the FP32 IR run as {ran.precision} on {ran.cpu}: {figures.describe()}", flush=True)
-    return {**figures.to_json(), "ran": ran.precision, **ran.cpu.to_json()}
+                             QatSettings(cfg.qat_epochs or 1, seed=cfg.seed), cfg.allow_over_budget,
+                             cfg.bf16_metrics)
+    return choose(search_plan, source.fp32, source.labels, images.calibration,
+                  BudgetSet(images.budget_ids, images.budget_pixels, images.budget_labels),
+                  (lambda: source.torch_model) if source.torch_model is not None else None,
+                  lambda: training_pixels(plan, source, images, cfg.qat_size), source.input_size,
+                  explicit=recipe if by_settings else None, out=cfg.out)
 
 
 def run(cfg: QuantizeConfig) -> QuantizeSummary:

@@ -39,7 +39,15 @@ from actors.openvino_ir import (
     what_ran,
 )
 from cli.progress import CountLine, stage
-from xray.evaluation.decision_budget import DecisionBudget, DecisionFigures, decision_figures
+from xray.evaluation.decision_budget import (
+    SCREENING_TARGET,
+    DecisionBudget,
+    DecisionFigures,
+    decision_figures,
+    fp32_thresholds,
+)
+
+PROG = "tilescope quantize"
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,19 @@ class BudgetImages:
     thresholds: np.ndarray
 
 
+@dataclass(frozen=True)
+class BudgetSet:
+    """The budget images as read: ids, pixels (N, 1, S, S) uint8 and labels (N, L) of the validation patients."""
+
+    ids: tuple[str, ...] | list[str]
+    pixels: np.ndarray
+    labels: np.ndarray
+
+
+class BudgetNotMet(ValueError):
+    """No recipe kept FP32's decisions within the budget: nothing is written (unless --allow-over-budget)."""
+
+
 @dataclass
 class Candidate:
     recipe: str
@@ -114,6 +135,10 @@ class SearchPlan:
     ignored_names: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     qat: QatSettings = QatSettings()
+    allow_over_budget: bool = False
+    """No candidate within the budget: write the closest INT8 one (else BudgetNotMet)."""
+    bf16_reference: bool = False
+    """Also measure the FP32 IR run in bf16 on the budget images, for scale."""
 
 
 @dataclass
@@ -208,7 +233,7 @@ def search(plan: SearchPlan, fp32_model, calibration: np.ndarray, images: Budget
         chosen.note = (f"{chosen.float_layers} layers in float: {chosen.images_per_s / fastest:.2f}x the speed of the "
                        f"fully quantized candidates ({fastest:.0f} images/s)")
         reason += f"; {chosen.note}"
-        print(f"{'tilescope quantize'}: note: accuracy control kept the decisions by leaving {chosen.note}",
+        print(f"{PROG}: note: accuracy control kept the decisions by leaving {chosen.note}",
               file=sys.stderr, flush=True)
     return SearchResult(chosen, tried, reason)
 
@@ -237,3 +262,52 @@ def _accuracy_controlled(plan: SearchPlan, fp32_model, calibration: np.ndarray, 
                            "budget images"):
         return quantize_int8(fp32_model, calibration, plan.preset, plan.ignored_names, plan.ignored_types,
                              control=control, ranges=recipe.ranges, bias_correction=recipe.bias_correction)
+
+
+def choose(plan: SearchPlan, fp32_model, labels: tuple[str, ...], calibration: np.ndarray, budget_set: BudgetSet,
+           torch_model: Callable[[], object] | None, train_images: Callable[[], np.ndarray] | None, input_size: int,
+           explicit: Recipe | None = None, out: str = "") -> tuple[object, dict]:
+    """FP32 on the budget images, its thresholds, the search, and what to write: the chosen candidate, or with none
+    within the budget BudgetNotMet (naming every candidate's figures and the closest), or the closest INT8 one
+    when plan.allow_over_budget. Returns the model and the manifest's `decision_budget` record. `out` names the
+    --out that nothing is written to, in the message."""
+    budget = plan.budget
+    with stage("quantize", f"FP32 on {len(budget_set.ids)} budget images (validation patients)"):
+        p32 = infer_compiled(compile_cpu(fp32_model, IRPrecision.FP32), budget_set.pixels)
+    images = BudgetImages(labels, budget_set.pixels, budget_set.labels, p32, fp32_thresholds(budget_set.labels, p32))
+    bf16 = bf16_reference(fp32_model, images) if plan.bf16_reference else None
+    print(f"[quantize] decision budget: worst-label flips <= {budget.flips:.1%}, p99 |dp| <= {budget.p99:.3f}, on "
+          f"{len(budget_set.ids)} images of the model's validation patients at FP32's sensitivity-"
+          f"{SCREENING_TARGET:g} thresholds", flush=True)
+    result = search(plan, fp32_model, calibration, images, torch_model, train_images, input_size, explicit)
+    chosen = result.chosen
+    if chosen is None:
+        # A candidate with every compute layer in float is not INT8: never the one written.
+        int8 = [c for c in result.candidates if c.float_layers < c.compute_layers] or result.candidates
+        closest = min(int8, key=lambda c: (c.figures.worst_flips, c.figures.p99))
+        tried = "; ".join(f"{c.recipe}: {'; '.join(c.figures.over(budget))}" for c in result.candidates)
+        if not plan.allow_over_budget:
+            raise BudgetNotMet(f"no INT8 recipe kept FP32's decisions within the budget on {len(budget_set.ids)} "
+                               f"validation images ({tried}). Nothing was written to --out {out}. Loosen "
+                               "--budget-flips / --budget-p99, allow more --qat-epochs, or pass --allow-over-budget "
+                               f"to write the closest ({closest.recipe}: {closest.figures.describe()})")
+        print(f"{PROG}: warning: over the decision budget: writing {closest.recipe} ({closest.figures.describe()}) "
+              "because of --allow-over-budget", file=sys.stderr, flush=True)
+        chosen = closest
+        result = SearchResult(closest, result.candidates, "over budget; closest written (--allow-over-budget)")
+    print(f"[quantize] chose {chosen.recipe}: {result.reason}", flush=True)
+    return chosen.model, {"measured": True, "budget": budget.to_json(), "split": "val",
+                          "target_sensitivity": SCREENING_TARGET, "images": len(budget_set.ids),
+                          "met": chosen.met, "chosen": chosen.recipe, "reason": result.reason,
+                          "candidates": [c.to_json() for c in result.candidates], "bf16_reference": bf16}
+
+
+def bf16_reference(fp32_model, images: BudgetImages) -> dict:
+    """For scale, the same figures for the FP32 IR run in bf16 (what OpenVINO does with an FP32 IR on a CPU with
+    avx512_bf16 or AMX unless told otherwise), printed and recorded with the precision that actually ran."""
+    compiled = compile_cpu(fp32_model, IRPrecision.BF16)
+    figures = decision_figures(images.names, images.labels, images.p32, infer_compiled(compiled, images.pixels),
+                               images.thresholds)
+    ran = what_ran(compiled, IRPrecision.BF16)
+    print(f"[quantize] for scale, the FP32 IR run as {ran.precision} on {ran.cpu}: {figures.describe()}", flush=True)
+    return {**figures.to_json(), "ran": ran.precision, **ran.cpu.to_json()}

@@ -102,6 +102,9 @@ def run(cfg: TrainConfig) -> TrainSummary:
         torch.set_num_threads(cfg.threads)
     path = choose_math_path(cfg.train_precision)
     spec = ModelSpec(cfg.backbone, LABELS, cfg.input_size)
+    # The fresh weights come from torch's global generator: seeded here, or every run starts elsewhere (fit seeds
+    # each epoch, not the initialisation). Same archive, seed and threads -> the same checkpoint bytes.
+    torch.manual_seed(cfg.seed)
     model = build_model(spec, imagenet_backbone=cfg.imagenet_backbone)
     if cfg.init_weights:
         from storage.fs import read_bytes

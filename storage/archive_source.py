@@ -15,11 +15,14 @@ job sets the block target with `read_block_target`, so a block always holds one 
 Block contract (whole chunks only), columns:
   image_id str, source str, shard str, chunk int64, last bool (chunk is the shard's last),
   rows int64 (members in this chunk, so a writer can check it holds the whole chunk),
-  data binary (null on error), error str (null unless the member is unusable).
+  data binary (null on error), error str (null unless the member is unusable),
+  read_core_ms float64 (the read task's CPU time for this chunk, spread evenly over its rows: fetching and
+  inflating its members, and those of chunks skipped as already written before it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -27,7 +30,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from storage.archives import Member, Shard, iter_members
-from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, ROWS, SHARD, SOURCE
+from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, READ_CORE_MS, ROWS, SHARD, SOURCE
 
 CHUNK_SCHEMA = pa.schema([
     (IMAGE_ID, pa.string()),
@@ -38,10 +41,11 @@ CHUNK_SCHEMA = pa.schema([
     (ROWS, pa.int64()),
     (DATA, pa.binary()),
     (ERROR, pa.string()),
+    (READ_CORE_MS, pa.float64()),
 ])
 
 
-def _chunk_table(shard: Shard, k: int, members: list[Member], last: bool) -> pa.Table:
+def _chunk_table(shard: Shard, k: int, members: list[Member], last: bool, core_ms: float) -> pa.Table:
     n = len(members)
     return pa.table({
         IMAGE_ID: [m.image_id for m in members],
@@ -52,6 +56,7 @@ def _chunk_table(shard: Shard, k: int, members: list[Member], last: bool) -> pa.
         ROWS: [n] * n,
         DATA: [m.data for m in members],
         ERROR: [m.error for m in members],
+        READ_CORE_MS: [core_ms / max(n, 1)] * n,
     }, schema=CHUNK_SCHEMA)
 
 
@@ -72,6 +77,8 @@ def iter_chunks(shard: Shard, chunk_size: int, chunk_bytes: int, done: frozenset
     pending: list[Member] = []
     pending_bytes = 0
     k = 0
+    # CPU time of this generator's own work: the clock pauses while a yielded chunk is handed on.
+    started = time.thread_time()
     for member in iter_members(shard, endpoint):
         size = len(member.data or b"")
         if size > chunk_bytes:
@@ -80,7 +87,9 @@ def iter_chunks(shard: Shard, chunk_size: int, chunk_bytes: int, done: frozenset
             size = 0
         if len(pending) == chunk_size or (pending and pending_bytes + size > chunk_bytes):
             if k not in done:
-                yield _chunk_table(shard, k, pending, last=False)
+                table = _chunk_table(shard, k, pending, False, (time.thread_time() - started) * 1000.0)
+                yield table
+                started = time.thread_time()
                 # The yielded table is in the object store now. pyarrow's allocator (mimalloc) keeps freed
                 # pages for reuse, so without this a long-lived read worker's heap grows towards its largest
                 # blocks (docs/BENCHMARKS.md, scoring notes).
@@ -91,7 +100,7 @@ def iter_chunks(shard: Shard, chunk_size: int, chunk_bytes: int, done: frozenset
     if k == 0 and not pending:
         pending.append(Member(shard.name, shard.name, None, f"shard {shard.name} holds no members"))
     if k not in done:
-        yield _chunk_table(shard, k, pending, last=True)
+        yield _chunk_table(shard, k, pending, True, (time.thread_time() - started) * 1000.0)
 
 
 class ArchiveChunks(Datasource):

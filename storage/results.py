@@ -81,6 +81,10 @@ TILE_MAX = "tile_max"
 # manifest's `cost` (jobs/score_stages.py, ScoringCost).
 DECODE_CORE_MS = "decode_core_ms"
 INFER_CORE_MS = "infer_core_ms"
+# The same for reading (inflating and slicing the shard, storage/archive_source.py) and, in the writer's summary
+# rows only, for writing the chunk's Parquet file.
+READ_CORE_MS = "read_core_ms"
+WRITE_CORE_MS = "write_core_ms"
 # The columns a chunk carries from the archive to its file (storage/archive_source.py): which file a row goes
 # to, whether that file is its shard's last, how many rows the whole chunk has, and the member's bytes.
 SHARD = "shard"

@@ -155,6 +155,24 @@ class Verified:
     message: str
 
 
+def verify_and_compact(out: Location, shards: Sequence[str], written: Mapping[tuple[str, int], int],
+                       holder: Holder) -> ResultCounts:
+    """Before a commit: every chunk of every shard on storage with the rows written (verify_complete), compacted
+    to one file per shard, leftovers removed, and the rows counted again from storage; raises StorageError when
+    compaction changed the count (nothing is committed then)."""
+    progress = scan_progress(out)
+    before = count_results(out, progress.files)
+    verify_complete(out, progress, shards, written, before)
+    holder.verify("compaction")
+    compact(out, progress)
+    remove_leftovers(out)
+    counts = count_results(out)
+    if counts.duplicate_sources or counts.rows != before.rows:
+        raise StorageError(f"{out.uri}: {before.rows} rows before compaction, {counts.rows} after; nothing was "
+                           "committed, rerun the same command")
+    return counts
+
+
 def verify_committed(out: Location, committed: RunManifest, shards: Sequence[str], holder: Holder) -> Verified | None:
     """A rerun of a committed run: remove chunk files a compacted file already holds (a crash, or a run that raced
     this one before leases) and temporary leftovers, recount from storage and rewrite the manifest if anything

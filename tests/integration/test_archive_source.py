@@ -41,6 +41,9 @@ def test_chunks_close_at_the_member_count_or_the_byte_limit(tmp_path: Path) -> N
     assert [t.column("last")[0].as_py() for t in chunks] == [False, False, True]
     ids = [i for t in chunks for i in t.column("image_id").to_pylist()]
     assert ids == [f"{k:08d}_000.png" for k in range(10)]  # archive order, nothing lost
+    for t in chunks:  # the read task's CPU time, spread evenly over the chunk's rows
+        read = t.column("read_core_ms").to_pylist()
+        assert len(set(read)) == 1 and read[0] >= 0.0
 
 
 def test_a_member_above_the_byte_limit_is_one_error_row(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jobs import quantize
+from jobs.quantize_recipes import BudgetNotMet
 from storage.artifacts import open_artifact
 from storage.metadata_files import load_metadata
 from tests.integration.test_train_quantize import above_chance  # noqa: F401  (a fixture)
@@ -37,11 +38,28 @@ def test_the_first_recipe_within_budget_is_kept_measured_on_validation(above_cha
     candidate = decision["candidates"][0]
     assert candidate["float_compute_layers"] == 0 and candidate["int8_images_per_s"] > 0
     assert set(candidate["flip_share"]) == set(open_artifact(out).manifest["labels"])
+    # Each threshold is fit on these images: the image it sits on is left out of its label's count.
+    with_threshold = sum(t is not None for t in candidate["fp32_thresholds"].values())
+    assert with_threshold > 0 and candidate["left_out_at_threshold"] >= with_threshold
+    assert decision["bf16_reference"] is None  # bf16_metrics=False
+
+
+def test_the_fp32_ir_in_bf16_is_measured_for_scale_with_what_ran(above_chance, tmp_path, capsys):  # noqa: F811
+    out = str(tmp_path / "model")
+    _run(above_chance, out, budget_flips=1.0, budget_p99=1.0, bf16_metrics=True)
+    m = open_artifact(out).manifest
+    bf16 = m["metrics"]["decision_budget"]["bf16_reference"]
+    assert bf16["images"] == m["metrics"]["decision_budget"]["images"]
+    assert set(bf16["flip_share"]) == set(m["labels"]) and 0.0 <= bf16["worst_label_flips"] <= 1.0
+    # What ran is recorded as the CPU chose it (bf16 where native, else f32), as for the bf16_vs_fp32 metrics.
+    assert bf16["ran"] == m["metrics"]["ran"]["bf16"]["precision"]
+    assert bf16["native_bf16"] == m["metrics"]["ran"]["bf16"]["native_bf16"]
+    assert f"for scale, the FP32 IR run as {bf16['ran']}" in capsys.readouterr().out
 
 
 def test_over_budget_int8_is_refused_and_nothing_written(above_chance, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "model"
-    with pytest.raises(quantize.BudgetNotMet) as info:
+    with pytest.raises(BudgetNotMet) as info:
         _run(above_chance, str(out), budget_flips=0.0, budget_p99=1e-9, qat_epochs=0)
     message = str(info.value)
     for recipe in ("histogram-fast", "minmax-fast", "histogram-full", "minmax-full", "accuracy-control"):

@@ -58,6 +58,22 @@ def test_checkpoint_records_history_and_math_path(tiny_models, tmp_path):
         train.run(train.TrainConfig(archive=tiny_models["archive"], out=ckpt, backbone="dwsep_cnn", input_size=48))
 
 
+def test_same_archive_seed_and_threads_train_the_same_weights(tiny_models, tmp_path):
+    """The initialisation is seeded too (it was not: two runs of one command trained different models)."""
+
+    def weights(seed: int, name: str) -> dict:
+        # Another model built first moves torch's global generator: a seeded run must not depend on it.
+        torch.randn(100)
+        ckpt = str(tmp_path / name)
+        train.run(train.TrainConfig(archive=tiny_models["archive"], out=ckpt, backbone="dwsep_cnn", input_size=32,
+                                    epochs=1, batch_size=8, seed=seed, threads=1))
+        return torch.load(io.BytesIO(open_artifact(ckpt).read("model.pt")), weights_only=True)
+
+    a, b, c = weights(5, "a"), weights(5, "b"), weights(6, "c")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
 @pytest.fixture(scope="module")
 def above_chance(tiny_models, tmp_path_factory) -> dict:
     """A tiny checkpoint, and a relabelled copy of the archive's metadata on which its FP32 AUROC is 1.0

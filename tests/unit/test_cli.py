@@ -367,7 +367,12 @@ def test_score_quantize_synth_validate_collect_every_problem():
 
 
 def test_score_read_ahead_follows_chunk_size_unless_given():
-    from jobs.score import READ_AHEAD_CHUNKS, ScoreConfig, read_ahead_mb, validate
+    from jobs.score import ScoreConfig, validate
+    from jobs.score_stream import READ_AHEAD_CHUNKS
+    from jobs.score_stream import read_ahead_mb as mb
+
+    def read_ahead_mb(cfg: ScoreConfig) -> int:
+        return mb(cfg.chunk_mb, cfg.buffer_mb)
 
     base = dict(archive="a", model="m", out="o")
     assert read_ahead_mb(ScoreConfig(**base)) == READ_AHEAD_CHUNKS * 8
@@ -552,7 +557,8 @@ def test_replay_from_a_runs_record(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"replaying the config recorded in {run_json}" in captured.err
     lines = [line for line in captured.out.splitlines() if not line.startswith("#")]
-    assert lines[:4] == ["archive: s3://b/nih", "model: s3://b/model", "out: s3://b/replay",
+    # --model takes several models: one prints as a YAML list of one
+    assert lines[:4] == ["archive: s3://b/nih", "model: ['s3://b/model']", "out: s3://b/replay",
                          "metadata: s3://b/nih/Data_Entry_2017.csv"]
     assert "precision: fp32" in lines and "chunk-size: 32" in lines and "actor-cpus: 2.0" in lines
 

@@ -520,7 +520,7 @@ def test_train_calibration_and_score_get_identical_model_inputs(tmp_path):
 
     from jobs.score_stages import decode_chunk
     from storage.image_sets import load_image_set
-    from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, ROWS, SHARD, SOURCE
+    from storage.results import CHUNK, DATA, ERROR, IMAGE_ID, LAST, READ_CORE_MS, ROWS, SHARD, SOURCE
     from xray.synth.images import encode_png, synth_case
 
     blobs = {f"{i:08d}_000.png": encode_png(synth_case(i, seed=4, size=300).image) for i in range(3)}
@@ -541,7 +541,7 @@ def test_train_calibration_and_score_get_identical_model_inputs(tmp_path):
         batch = {IMAGE_ID: np.array(list(train.ids), dtype=object), SOURCE: np.array(list(train.ids), dtype=object),
                  SHARD: np.array(["s"] * n, dtype=object), CHUNK: np.zeros(n, np.int64), LAST: np.ones(n, bool),
                  ROWS: np.full(n, n), DATA: np.array([blobs[i] for i in train.ids], dtype=object),
-                 ERROR: np.array([None] * n, dtype=object)}
+                 ERROR: np.array([None] * n, dtype=object), READ_CORE_MS: np.zeros(n)}
         scored = decode_chunk(batch, size, DEFAULT_MAX_PIXELS)
         assert list(scored["status"]) == ["ok"] * n
         np.testing.assert_array_equal(scored["pixels"], train.pixels)

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from actors.node_cpu import is_ray_process, spent_between
 from jobs.score import scoring_shape
-from jobs.score_stages import ScoringCost, decode_chunk, write_chunks
+from jobs.score_stages import ScoringCost, WriteTarget, cost_line, decode_chunk, write_chunks
 from storage.results import (
     CHUNK,
     DATA,
@@ -22,10 +23,12 @@ from storage.results import (
     INFER_CORE_MS,
     INFER_MS,
     LAST,
+    READ_CORE_MS,
     ROWS,
     SHARD,
     SOURCE,
     STATUS,
+    WRITE_CORE_MS,
 )
 from xray.metadata.labels import LABELS, prob_column
 from xray.metadata.manifests import EnsembleManifest, ModelManifest, SplitRecord
@@ -44,7 +47,8 @@ def _chunk(blobs: list[bytes | None], shard: str = "s", chunk: int = 0) -> dict[
     ids = np.array([f"{shard}{chunk}_{i}.png" for i in range(n)], dtype=object)
     return {IMAGE_ID: ids, SOURCE: ids, SHARD: np.array([shard] * n, dtype=object), CHUNK: np.full(n, chunk),
             LAST: np.ones(n, bool), ROWS: np.full(n, n), DATA: np.array(blobs, dtype=object),
-            ERROR: np.array([None if b is not None else "no data" for b in blobs], dtype=object)}
+            ERROR: np.array([None if b is not None else "no data" for b in blobs], dtype=object),
+            READ_CORE_MS: np.full(n, 1.5)}
 
 
 def test_decode_chunk_spreads_its_cpu_time_over_the_rows():
@@ -73,16 +77,19 @@ def test_the_writer_sums_each_chunks_cost_and_the_driver_sums_the_run(tmp_path):
     first = _scored(decode_chunk(_chunk([_png(3), _png(4), None], chunk=0), 64, 10**8), infer_core_ms=30.0)
     second = _scored(decode_chunk(_chunk([_png(5)], chunk=1), 64, 10**8), infer_core_ms=12.0)
     batch = {k: np.concatenate([first[k], second[k]]) for k in first}
-    summary = write_chunks(batch, str(tmp_path), None, list(LABELS), "m", "0" * 64, "int8", "run")
+    summary = write_chunks(batch, [WriteTarget(str(tmp_path), tuple(LABELS), "m", "0" * 64, "run")], None, "int8")
     assert summary["rows"].tolist() == [3, 1] and summary["ok"].tolist() == [2, 1]
+    assert summary["target"].tolist() == [0, 0]
     np.testing.assert_allclose(summary[INFER_CORE_MS], [30.0, 12.0])
     np.testing.assert_allclose(summary[INFER_MS], [4.0, 2.0])
     np.testing.assert_allclose(summary[DECODE_CORE_MS], [first[DECODE_CORE_MS].sum(), second[DECODE_CORE_MS].sum()])
     np.testing.assert_allclose(summary[DECODE_MS], [first[DECODE_MS].sum(), second[DECODE_MS].sum()], rtol=1e-6)
+    np.testing.assert_allclose(summary[READ_CORE_MS], [4.5, 1.5])  # carried from the read task through decode
+    assert np.all(summary[WRITE_CORE_MS] > 0.0)  # building and writing a Parquet file takes CPU time
     # the cost columns stay out of the written rows
     written = pq.read_table(str(tmp_path / "part-s-00000-last.parquet"))
     assert written.num_rows == 3 and DECODE_CORE_MS not in written.column_names
-    assert INFER_CORE_MS not in written.column_names
+    assert INFER_CORE_MS not in written.column_names and READ_CORE_MS not in written.column_names
 
     cost = ScoringCost()
     cost.add(summary)
@@ -98,6 +105,38 @@ def test_the_writer_sums_each_chunks_cost_and_the_driver_sums_the_run(tmp_path):
     assert record["core_ms_per_image"] == decode_total / 8 + 2 * 42.0 / 6
     assert record["infer_ms_per_image"] == 12.0 / 6 and record["images_per_s"] == 20.0
     assert record["scorer_cpus"] == 2.0
+    assert record["read_core_ms_per_image"] == 2 * 6.0 / 8
+    assert record["write_core_ms_per_image"] == 2 * float(summary[WRITE_CORE_MS].sum()) / 8
+    # Without the run's counters and cores: no overhead figures, and the completion line says only what it knows.
+    assert record["efficiency"] is None and record["rest_core_ms_per_image"] is None
+    assert "efficiency" not in cost_line(record) and cost_line(record).startswith(", ")
+
+
+def test_every_core_ms_of_the_stream_is_accounted_for():
+    cost = ScoringCost(images=100, ok=100, read_core_ms=50.0, decode_core_ms=300.0, infer_core_ms=800.0,
+                       write_core_ms=30.0, all_core_ms=1500.0)
+    record = cost.record(positions=1, decode_size=224, model_input_size=224, images_per_s=125.0, scorer_cpus=2.0,
+                         cores=2.0)
+    # 2 cores at 125 images/s: 16 core-ms per image of wall time.
+    assert record["wall_core_ms_per_image"] == 16.0 and record["all_core_ms_per_image"] == 15.0
+    parts = ("read", "decode", "infer", "write", "rest", "idle")
+    got = [record[f"{p}_core_ms_per_image"] for p in parts]
+    np.testing.assert_allclose(got, [0.5, 3.0, 8.0, 0.3, 3.2, 1.0])
+    assert math.isclose(sum(got), 16.0)
+    assert record["overhead_core_ms_per_image"] == 5.0 and record["efficiency"] == 11.0 / 16.0
+    line = cost_line(record)
+    assert "efficiency 0.69, overhead 5.0 core-ms per image" in line
+    assert "(read 0.5, write 0.3, Ray and driver 3.2, idle 1.0)" in line
+
+
+def test_rays_processes_are_told_from_others_and_counters_are_differenced_per_node():
+    assert is_ray_process("raylet", ["/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet"])
+    assert is_ray_process("gcs_server", [])
+    assert is_ray_process("python", ["ray::MapBatches(decode_chunk)->MapBatches(Int8Scorer)"])
+    assert is_ray_process("python3", ["/venv/bin/python", "/venv/lib/python3.11/site-packages/ray/dashboard/agent.py"])
+    assert not is_ray_process("python", ["/venv/bin/python", "-m", "pytest", "tests"])
+    assert not is_ray_process("bash", ["bash", "-c", "echo ray::"])
+    assert spent_between({"a": 10.0, "b": 5.0}, {"a": 12.5, "b": 5.5, "c": 1.0}) == 4.0
 
 
 def test_an_attempt_that_scored_nothing_records_no_per_image_figures():
@@ -105,7 +144,8 @@ def test_an_attempt_that_scored_nothing_records_no_per_image_figures():
                                   scorer_cpus=0.0)
     assert record["images"] == 0 and record["positions_per_image"] == 1 and record["decode_size"] == 224
     per_image = [k for k in record if k.endswith(("ms_per_image", "_per_position")) or k == "images_per_s"]
-    assert len(per_image) == 7 and all(record[k] is None for k in per_image)
+    assert len(per_image) == 15 and all(record[k] is None for k in per_image)
+    assert record["efficiency"] is None and cost_line(record) == ""
     assert not any(isinstance(v, float) and math.isnan(v) for v in record.values())
 
 
@@ -116,3 +156,44 @@ def test_scoring_shape_names_positions_and_sizes():
     ensemble = EnsembleManifest(model="e", backbone="dwsep_cnn", labels=LABELS, grid=grid, positions=(),
                                 combiner="mean", stacked={}, split=SplitRecord(0.15, 0, 1, 1, 1))
     assert scoring_shape(ensemble) == (25, 1024, 256)
+
+
+def test_a_pass_of_several_models_decodes_once_per_size_and_writes_each_models_rows_to_its_own_run(tmp_path):
+    from jobs.score_stages import pixels_column, target_view
+
+    sizes = (64, 32)
+    decoded = decode_chunk(_chunk([_png(6), None, _png(7)]), 64, 10**8, sizes=sizes)
+    assert decoded[pixels_column(64, sizes)].shape == (3, 1, 64, 64)
+    assert decoded[pixels_column(32, sizes)].shape == (3, 1, 32, 32)
+    assert "pixels" not in decoded and list(decoded[STATUS]) == ["ok", "error", "ok"]
+    single = decode_chunk(_chunk([_png(6), None, _png(7)]), 32, 10**8)
+    np.testing.assert_array_equal(decoded["pixels@32"], single["pixels"])  # the same input as a one-size pass
+    # What MultiScorer leaves: shared columns, and each model's own under "<k>/".
+    batch = {k: v for k, v in decoded.items() if not k.startswith("pixels")}
+    for k, size in enumerate(sizes):
+        scored = _scored({**{c: batch[c] for c in (STATUS,)}, "pixels": decoded[f"pixels@{size}"]}, 10.0 * (k + 1))
+        batch.update({f"{k}/{name}": column for name, column in scored.items() if name != STATUS})
+    view = target_view(batch, "1/")
+    assert view[INFER_CORE_MS].sum() == 20.0 and view[STATUS] is batch[STATUS] and "1/infer_ms" not in view
+    a, b = tmp_path / "a", tmp_path / "b"
+    targets = [WriteTarget(str(a), tuple(LABELS), "ma", "a" * 64, "run-a", prefix="0/"),
+               WriteTarget(str(b), tuple(LABELS), "mb", "b" * 64, "run-b", prefix="1/",
+                           done=frozenset({("s", 0)}))]
+    summary = write_chunks(batch, targets, None, "int8")
+    # The chunk b already has is left alone there: one summary row, for a.
+    assert summary["target"].tolist() == [0] and summary["rows"].tolist() == [3]
+    np.testing.assert_allclose(summary[INFER_CORE_MS], [10.0])
+    written = pq.read_table(str(a / "part-s-00000-last.parquet"))
+    assert written.column("model").to_pylist() == ["ma"] * 3 and written.column("run_id")[0].as_py() == "run-a"
+    assert not b.exists()
+
+
+def test_a_pass_counts_every_models_inference_in_its_efficiency():
+    cost = ScoringCost(images=10, ok=10, read_core_ms=10.0, decode_core_ms=30.0, infer_core_ms=50.0,
+                       write_core_ms=5.0, all_core_ms=180.0, models_in_pass=2, other_infer_core_ms=70.0,
+                       other_write_core_ms=5.0)
+    r = cost.record(positions=1, decode_size=64, model_input_size=64, images_per_s=100.0, scorer_cpus=2.0, cores=2.0)
+    assert r["core_ms_per_image"] == 8.0 and r["other_models_infer_core_ms_per_image"] == 7.0
+    assert r["models_in_pass"] == 2 and r["wall_core_ms_per_image"] == 20.0
+    assert r["efficiency"] == 15.0 / 20.0 and r["overhead_core_ms_per_image"] == 5.0
+    assert math.isclose(r["rest_core_ms_per_image"], 18.0 - (1.0 + 3.0 + 5.0 + 7.0 + 0.5 + 0.5))
