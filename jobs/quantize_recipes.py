@@ -309,5 +309,7 @@ def bf16_reference(fp32_model, images: BudgetImages) -> dict:
     figures = decision_figures(images.names, images.labels, images.p32, infer_compiled(compiled, images.pixels),
                                images.thresholds)
     ran = what_ran(compiled, IRPrecision.BF16)
-    print(f"[quantize] for scale, the FP32 IR run as {ran.precision} on {ran.cpu}: {figures.describe()}", flush=True)
+    native = "native bf16" if ran.cpu.bf16 else "no native bf16"
+    print(f"[quantize] for scale, the FP32 IR run as {ran.precision} on {ran.cpu} ({native}): {figures.describe()}",
+          flush=True)
     return {**figures.to_json(), "ran": ran.precision, **ran.cpu.to_json()}
