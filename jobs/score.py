@@ -275,7 +275,6 @@ def _stream(cfg: ScoreConfig, shards: list[Shard], targets: dict[int, Target], c
 
     from actors.ensemble_scorer import heatmap_shape
     from actors.multi_scorer import ModelSlot, slot_prefix
-    from actors.node_cpu import cluster_cpu_seconds, spent_between
     from jobs.score_stages import WriteTarget, pixels_column
     from jobs.score_stream import StreamPlan, pool_size, read_ahead_mb, stream
 
@@ -306,11 +305,10 @@ def _stream(cfg: ScoreConfig, shards: list[Shard], targets: dict[int, Target], c
     what = f"{len(keys)} models ({', '.join(targets[k].manifest.model for k in keys)})" if several else "the model"
     print(f"[score] {actors} scorer actors start and compile {what}; rows follow the first chunk", flush=True)
     holders = [targets[k].holder for k in keys]
-    cpu_before, driver_before = cluster_cpu_seconds(), time.process_time()
     t_stream = time.perf_counter()
-    written = stream(plan, [costs[k] for k in keys], heartbeat=lambda: [h.heartbeat() for h in holders])
+    written, cpu_seconds = stream(plan, [costs[k] for k in keys], heartbeat=lambda: [h.heartbeat() for h in holders])
     stream_seconds = time.perf_counter() - t_stream
-    all_ms = 1000.0 * (spent_between(cpu_before, cluster_cpu_seconds()) + time.process_time() - driver_before)
+    all_ms = 1000.0 * cpu_seconds
     for k in keys:
         costs[k].all_core_ms = all_ms
         others = [costs[j] for j in keys if j != k]

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -150,11 +151,11 @@ class ProgressLine:
     high. Until a second chunk has finished, and on the last line (finish()), the rate is the whole stream's.
     """
 
-    def __init__(self, total: int | None, every_s: float, stream=sys.stdout,
+    def __init__(self, total: int | None, every_s: float, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.total = total
         self.every_s = every_s
-        self.stream = stream
+        self.stream = stream  # None: sys.stdout as it is when a line is printed (tests swap it)
         self.clock = clock
         self.done = 0
         self.errors = 0
@@ -171,7 +172,7 @@ class ProgressLine:
         # includes the start-up.
         if now - self.last_print >= self.every_s and self.recent.rate(now) is not None:
             self.last_print = now
-            print(self.render(now), file=self.stream, flush=True)
+            print(self.render(now), file=self.stream or sys.stdout, flush=True)
 
     def render(self, now: float, final: bool = False) -> str:
         rate = None if final else self.recent.rate(now)
@@ -189,7 +190,7 @@ class ProgressLine:
         return f"[score] {head}  {speed}  errors {self.errors}  {tail}"
 
     def finish(self) -> None:
-        print(self.render(self.clock(), final=True), file=self.stream, flush=True)
+        print(self.render(self.clock(), final=True), file=self.stream or sys.stdout, flush=True)
 
 
 @dataclass
@@ -250,8 +251,8 @@ class ScoringCost:
         work = None if own is None else own + others  # the pass's decode and every model's inference
         spent = per(self.all_core_ms, self.images)
         wall = 1000.0 * cores / images_per_s if cores and images_per_s > 0 and self.images else None
-        named = None if None in (read, write, work) else read + work + write + (
-            per(self.other_write_core_ms, self.images) or 0.0)
+        other_write = per(self.other_write_core_ms, self.images) or 0.0
+        named = None if None in (read, write, work) else read + work + write + other_write
         return {
             "images": self.images, "ok_images": self.ok,
             "positions_per_image": positions,
@@ -260,6 +261,7 @@ class ScoringCost:
             "write_core_ms_per_image": write,
             "core_ms_per_image": own,
             "models_in_pass": self.models_in_pass, "other_models_infer_core_ms_per_image": others if own else None,
+            "other_models_write_core_ms_per_image": other_write if own else None,
             "infer_core_ms_per_position": None if infer is None else infer / positions,
             "rest_core_ms_per_image": None if spent is None or named is None else spent - named,
             "all_core_ms_per_image": spent,

@@ -8,11 +8,14 @@ module, not the reverse).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from actors.multi_scorer import ModelSlot
+from actors.node_cpu import CpuSampler, NodeCpuSampler, other_hosts
 from actors.openvino_ir import IRPrecision
 from jobs.score_stages import ScoringCost, WriteTarget
 from storage.archives import Shard
@@ -69,10 +72,44 @@ def pool_size(actors: int, actor_cpus: float) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // actor_cpus))
 
 
+@contextlib.contextmanager
+def cpu_sampling(every_s: float = 0.25) -> Iterator[list[float]]:
+    """CPU seconds of every Ray process of the cluster and of the driver while the block runs (actors/node_cpu.py):
+    the driver's host sampled by a thread here, each other host by a zero-CPU NodeCpuSampler actor pinned to one of
+    its nodes. The list it yields holds the total once the block has ended."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0)(NodeCpuSampler)
+    samplers = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(every_s)
+                for node in other_hosts()]
+    ray.get([s.start.remote() for s in samplers])
+    local = CpuSampler(every_s)
+    local.start()
+    driver = time.process_time()
+    spent: list[float] = []
+    try:
+        yield spent
+    finally:
+        total = local.stop() + time.process_time() - driver
+        total += sum(ray.get([s.stop.remote() for s in samplers]))
+        for s in samplers:
+            ray.kill(s)
+        spent.append(total)
+
+
 def stream(plan: StreamPlan, costs: list[ScoringCost],
-           heartbeat: Callable[[], None] = lambda: None) -> list[dict[tuple[str, int], int]]:
-    """Score plan.shards; returns, per target, the rows of every chunk written, by (shard, chunk), and adds what
-    scoring them cost to costs[k] (one per target)."""
+           heartbeat: Callable[[], None] = lambda: None) -> tuple[list[dict[tuple[str, int], int]], float]:
+    """Score plan.shards; returns, per target, the rows of every chunk written, by (shard, chunk), and the CPU
+    seconds the pass cost the cluster's Ray processes and the driver (cpu_sampling); adds what scoring each target
+    cost to costs[k]."""
+    with cpu_sampling() as spent:
+        written = _stream(plan, costs, heartbeat)
+    return written, spent[0]
+
+
+def _stream(plan: StreamPlan, costs: list[ScoringCost],
+            heartbeat: Callable[[], None]) -> list[dict[tuple[str, int], int]]:
     import ray
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 

@@ -8,6 +8,7 @@ import os
 
 import pyarrow.dataset as pads
 import pytest
+import yaml
 
 from jobs import score
 from tests.integration.run_manifests import assert_cost, read_cost
@@ -101,4 +102,4 @@ def test_repeated_model_flags_on_the_command_line(tiny_models, tmp_path, capsys)
     a, b = tiny_models["models"]
     argv = ["--archive", tiny_models["archive"], "--model", a, "--model", b, "--out", str(tmp_path), "--print-config"]
     assert score.main(argv) == 0
-    assert f"model: ['{a}', '{b}']" in capsys.readouterr().out
+    assert yaml.safe_load(capsys.readouterr().out)["model"] == [a, b]

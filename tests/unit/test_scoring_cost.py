@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from actors.node_cpu import is_ray_process, spent_between
+from actors.node_cpu import CpuSampler, is_ray_process
 from jobs.score import scoring_shape
 from jobs.score_stages import ScoringCost, WriteTarget, cost_line, decode_chunk, write_chunks
 from storage.results import (
@@ -136,7 +136,21 @@ def test_rays_processes_are_told_from_others_and_counters_are_differenced_per_no
     assert is_ray_process("python3", ["/venv/bin/python", "/venv/lib/python3.11/site-packages/ray/dashboard/agent.py"])
     assert not is_ray_process("python", ["/venv/bin/python", "-m", "pytest", "tests"])
     assert not is_ray_process("bash", ["bash", "-c", "echo ray::"])
-    assert spent_between({"a": 10.0, "b": 5.0}, {"a": 12.5, "b": 5.5, "c": 1.0}) == 4.0
+
+
+def test_the_sampler_counts_what_processes_spent_also_those_that_exit_or_start_between_samples(monkeypatch):
+    import actors.node_cpu as node_cpu
+
+    readings = iter([
+        {(1, 0.0): 10.0, (2, 0.0): 5.0},  # at start(): what they had spent before does not count
+        {(1, 0.0): 11.0, (2, 0.0): 6.0, (3, 9.0): 0.5},  # 3 started meanwhile: counts from 0
+        {(1, 0.0): 12.5, (3, 9.0): 2.0},  # 2 exited after its last sample: its 1.0 s stay counted
+    ])
+    monkeypatch.setattr(node_cpu, "ray_process_times", lambda exclude=(): next(readings))
+    sampler = CpuSampler(every_s=3600)  # no sample from the thread: only start(), one by hand, stop()
+    sampler.start()
+    sampler._sample()
+    assert sampler.stop() == 2.5 + 1.0 + 2.0
 
 
 def test_an_attempt_that_scored_nothing_records_no_per_image_figures():
@@ -144,7 +158,7 @@ def test_an_attempt_that_scored_nothing_records_no_per_image_figures():
                                   scorer_cpus=0.0)
     assert record["images"] == 0 and record["positions_per_image"] == 1 and record["decode_size"] == 224
     per_image = [k for k in record if k.endswith(("ms_per_image", "_per_position")) or k == "images_per_s"]
-    assert len(per_image) == 15 and all(record[k] is None for k in per_image)
+    assert len(per_image) == 16 and all(record[k] is None for k in per_image)
     assert record["efficiency"] is None and cost_line(record) == ""
     assert not any(isinstance(v, float) and math.isnan(v) for v in record.values())
 
