@@ -19,7 +19,7 @@ from xray.metadata.splits import split_by_patient
 def _run(case: dict, out: str, **kw) -> quantize.QuantizeSummary:
     return quantize.run(quantize.QuantizeConfig(checkpoint=case["checkpoint"], archive=case["archive"],
                                                 metadata=case["metadata"], out=out, calibration_size=16,
-                                                eval_size=16, bf16_metrics=False, **kw))
+                                                eval_size=16, **{"bf16_metrics": False, **kw}))
 
 
 def test_the_first_recipe_within_budget_is_kept_measured_on_validation(above_chance, tmp_path):  # noqa: F811
