@@ -48,17 +48,19 @@ SIZE = 224
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "nih-sample"
 
 
-def make_model(workdir: str, archive: str) -> str:
-    """DenseNet-121 (random init: speed does not depend on the weights) -> checkpoint -> INT8 artifact."""
-    torch.manual_seed(0)
-    spec = ModelSpec("densenet121", LABELS, SIZE)
+def make_model(workdir: str, archive: str, backbone: str = "densenet121", seed: int = 0, size: int = SIZE,
+               calibration: int = 64) -> str:
+    """A seeded random-init model (speed does not depend on the weights) -> checkpoint -> INT8 artifact."""
+    torch.manual_seed(seed)
+    spec = ModelSpec(backbone, LABELS, size)
     buf = io.BytesIO()
     torch.save(build_model(spec).state_dict(), buf)
-    ckpt = os.path.join(workdir, "ckpt")
+    tag = "" if (backbone, seed, size) == ("densenet121", 0, SIZE) else f"-{backbone}-{seed}-{size}"
+    ckpt = os.path.join(workdir, f"ckpt{tag}")
     write_artifact(ckpt, {"model.pt": buf.getvalue()},
                    CheckpointManifest(model=spec, split=SplitRecord(DEFAULT_VAL_FRACTION, seed=0)))
-    model = os.path.join(workdir, "model")
-    quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=64,
+    model = os.path.join(workdir, f"model{tag}")
+    quantize.run(quantize.QuantizeConfig(checkpoint=ckpt, archive=archive, out=model, calibration_size=calibration,
                                          eval_size=0, recipe="histogram-fast", allow_over_budget=True))
     return model
 
