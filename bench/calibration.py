@@ -36,6 +36,7 @@ from actors.scorer import Int8Scorer
 from bench.doc_sections import machine_line, write_section
 from bench.inference import scorer_throughput, synthetic_pixels
 from jobs import quantize, synth, train
+from jobs.quantize_limits import AgreementNotReached
 from xray.calibration.risks import (
     ACCURACY_CONTROL,
     DEFAULT,
@@ -143,7 +144,7 @@ def quantize_one(s: Setting, ckpt: str, archive: str, out: str, source: Calibrat
     t0 = time.perf_counter()
     try:
         summary = quantize.run(cfg)
-    except quantize.AgreementNotReached as missed:
+    except AgreementNotReached as missed:
         assert missed.int8 is not None and missed.ran is not None
         mean, worst = _flips(missed.int8.flip_share)
         measured = Measured(missed.int8.auroc_drop, missed.int8.abs_prob_diff["p99"], mean, worst, None, False)

@@ -42,7 +42,6 @@ import numpy as np
 
 from actors.int8_qat import QatSettings
 from actors.openvino_ir import (
-    AccuracyControl,
     ActivationRanges,
     BiasCorrection,
     IRPrecision,
@@ -59,6 +58,7 @@ from cli.job_main import job_main
 from cli.progress import CountLine, stage
 from cli.provenance import tilescope_versions
 from jobs.quantize_inputs import ImageSubsets, InputPlan, Source, draw_images, load_source, training_pixels
+from jobs.quantize_limits import AgreementLimits, accuracy_control, check_agreement
 from jobs.quantize_recipes import (
     PROG,
     BudgetSet,
@@ -72,9 +72,9 @@ from jobs.quantize_recipes import (
 from storage.artifacts import require_new, write_artifact
 from xray.calibration.risks import load_risks, warning_for
 from xray.calibration.sets import CalibrationSource, describe, pixel_summary
-from xray.evaluation.agreement import PrecisionAgreement, precision_agreement
+from xray.evaluation.agreement import precision_agreement
 from xray.evaluation.decision_budget import DecisionBudget
-from xray.evaluation.metrics import mean_auroc, per_label_auroc
+from xray.evaluation.metrics import mean_auroc
 from xray.metadata.manifests import (
     IRKind,
     ModelManifest,
@@ -172,15 +172,6 @@ class QuantizeSummary:
     errors when a model's outputs barely spread, so flips mean little on such a model."""
 
 
-class AgreementNotReached(ValueError):
-    """Accuracy control could not bring INT8 within --max-drop / --max-prob-diff: nothing is written. Carries what
-    was reached (`int8`, `ran`) for callers that report it (bench.calibration)."""
-
-    def __init__(self, message: str, int8: PrecisionAgreement | None = None, ran: RanPrecision | None = None) -> None:
-        super().__init__(message)
-        self.int8, self.ran = int8, ran
-
-
 
 
 def validate(cfg: QuantizeConfig) -> None:
@@ -232,44 +223,8 @@ def warn_before_quantizing(cfg: QuantizeConfig, source: Source, images: ImageSub
             print(f"{PROG}: warning: {known}", file=sys.stderr, flush=True)
 
 
-def accuracy_control(cfg: QuantizeConfig, images: ImageSubsets, p32: np.ndarray) -> AccuracyControl | None:
-    """NNCF's loop for --max-drop / --max-prob-diff. One score for both: 1 - the larger of (AUROC drop /
-    max-drop) and (p99 |dp| / max-prob-diff), so FP32 scores 1 and a drop of 1 is the limit of both."""
-    if cfg.max_drop is None and cfg.max_prob_diff is None:
-        return None
-    if cfg.max_drop is not None and math.isnan(mean_auroc(per_label_auroc(images.eval_labels, p32))):
-        raise ValueError(f"--max-drop: none of the {len(images.eval_ids)} evaluation images' labels has both "
-                         "positives and negatives, so AUROC is undefined; raise --eval-size")
-
-    def score(rows: np.ndarray, probs: np.ndarray) -> float:
-        worst = 0.0
-        if cfg.max_drop is not None:
-            y = images.eval_labels[rows]
-            drop = mean_auroc(per_label_auroc(y, p32[rows])) - mean_auroc(per_label_auroc(y, probs))
-            worst = max(worst, 0.0 if math.isnan(drop) else drop / max(cfg.max_drop, 1e-9))
-        if cfg.max_prob_diff is not None:
-            worst = max(worst, float(np.quantile(np.abs(probs - p32[rows]), 0.99)) / cfg.max_prob_diff)
-        return 1.0 - worst
-
-    return AccuracyControl(images.eval_pixels, p32, score, max_drop=1.0)
-
-
-def check_agreement(cfg: QuantizeConfig, int8: PrecisionAgreement, ran: RanPrecision) -> None:
-    """The written artifact must meet the limits on its evaluation images, measured here, not as NNCF saw it."""
-    problems = []
-    if cfg.max_drop is not None and int8.auroc_drop > cfg.max_drop:
-        problems.append(f"mean AUROC dropped {int8.auroc_drop:.4f} (FP32 {int8.reference_mean_auroc:.4f}, INT8 "
-                        f"{int8.mean_auroc:.4f}), above --max-drop {cfg.max_drop}")
-    if cfg.max_prob_diff is not None and int8.abs_prob_diff["p99"] > cfg.max_prob_diff:
-        problems.append(f"p99 |p_fp32 - p_int8| is {int8.abs_prob_diff['p99']:.4f}, above --max-prob-diff "
-                        f"{cfg.max_prob_diff}")
-    if problems:
-        floats = sum(n for key, n in ran.compute.items() if not key.endswith((":u8", ":i8")))
-        raise AgreementNotReached(
-            f"INT8 did not reach the accuracy asked for on {int8.images} evaluation images, with {floats} of "
-            f"{sum(ran.compute.values())} compute layers left in float by NNCF's accuracy control: "
-            + "; ".join(problems) + f". Nothing was written to --out {cfg.out}. Allow more, evaluate on more "
-            "images (--eval-size), or keep layers in float yourself (--ignored-names / --ignored-types)", int8, ran)
+def limits_of(cfg: QuantizeConfig) -> AgreementLimits:
+    return AgreementLimits(cfg.max_drop, cfg.max_prob_diff)
 
 
 def measure(compiled, precision: IRPrecision, pixels: np.ndarray) -> tuple[np.ndarray, RanPrecision]:
@@ -326,7 +281,8 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
     images (no --archive, --budget-size 0, no validation patients): one recipe, unmeasured (`measured: false`).
     Otherwise the recipe search within the decision budget (jobs/quantize_recipes.py, choose)."""
     recipe = single_recipe(cfg)
-    explicit_control = cfg.max_drop is not None or cfg.max_prob_diff is not None
+    limits = limits_of(cfg)
+    explicit_control = limits.any
     if explicit_control or not images.budget_ids:
         why = ("explicit accuracy control (--max-drop / --max-prob-diff)" if explicit_control else
                "no budget images (no --archive, --budget-size 0, or no validation patients)")
@@ -334,8 +290,8 @@ def choose_int8(cfg: QuantizeConfig, plan: InputPlan, source: Source, images: Im
                                f"{recipe.ranges}, bias correction {recipe.bias_correction}"
                                + (", accuracy control" if explicit_control else "") + ")"):
             int8 = quantize_int8(source.fp32, images.calibration, cfg.preset, cfg.ignored_names, cfg.ignored_types,
-                                 control=accuracy_control(cfg, images, p32_eval), ranges=recipe.ranges,
-                                 bias_correction=recipe.bias_correction,
+                                 control=accuracy_control(limits, images.eval_labels, images.eval_pixels, p32_eval),
+                                 ranges=recipe.ranges, bias_correction=recipe.bias_correction,
                                  on_item=CountLine("quantize", "NNCF INT8 calibration", len(images.calibration),
                                                    then=calibration_next(cfg)).tick)
         return int8, {"measured": False, "why": why, "recipe": recipe.name, "ranges": recipe.ranges.value,
@@ -381,7 +337,7 @@ def run(cfg: QuantizeConfig) -> QuantizeSummary:
     with stage("quantize", f"INT8 on {n_eval} evaluation images"):
         p8, ran8 = measure(compile_cpu(int8, IRPrecision.INT8), IRPrecision.INT8, images.eval_pixels)
     int8_vs_fp32 = precision_agreement(images.eval_labels, p32, p8)
-    check_agreement(cfg, int8_vs_fp32, ran8)
+    check_agreement(limits_of(cfg), int8_vs_fp32, ran8, cfg.out)
     ran = {IRKind.FP32: ran32.to_json(), IRKind.INT8: ran8.to_json()}
     bf16_vs_fp32 = None
     if cfg.bf16_metrics:

@@ -14,6 +14,7 @@ import torch
 
 from cli.provenance import tilescope_versions
 from jobs import quantize, train
+from jobs.quantize_limits import AgreementNotReached
 from storage.artifacts import open_artifact, open_typed, sha256_hex
 from tests.conftest import REPO
 from tests.integration.above_chance import fp32_probs, relabel
@@ -152,7 +153,7 @@ def test_int8_that_misses_the_limits_is_refused_and_nothing_written(above_chance
     args = ["--checkpoint", above_chance["checkpoint"], "--archive", above_chance["archive"], "--metadata",
             above_chance["metadata"], "--out", str(out), "--calibration-size", "16", "--eval-size", "16",
             "--max-prob-diff", "0.000001", "--no-bf16-metrics"]
-    with pytest.raises(quantize.AgreementNotReached) as info:
+    with pytest.raises(AgreementNotReached) as info:
         _quantize(above_chance, str(out), max_prob_diff=1e-6, bf16_metrics=False)
     assert "p99 |p_fp32 - p_int8| is" in str(info.value) and "above --max-prob-diff 1e-06" in str(info.value)
     assert "Nothing was written" in str(info.value)
