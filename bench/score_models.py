@@ -14,13 +14,13 @@ pass >= 1.5x faster than the three runs, i.e. K models cost about (read + decode
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 
 import torch
 
 from bench.doc_sections import machine_line, write_section
+from bench.run_costs import run_cost
 from bench.scoring import make_model
 from cli.job_main import local_system_config
 from jobs import score, synth
@@ -29,14 +29,9 @@ SECTION = "score-models"
 MODELS = (("dwsep_cnn", 0), ("dwsep_cnn", 1), ("dwsep_cnn", 2))
 
 
-def cost_of(summary: score.ScoreSummary) -> dict:
-    with open(os.path.join(summary.results_uri, "_manifest.json")) as f:
-        return json.load(f)["cost"]
-
-
 def separate(archive: str, models: list[str], out: str) -> dict:
     runs = [score.run(score.ScoreConfig(archive=archive, model=m, out=out, progress_every_s=60.0)) for m in models]
-    costs = [cost_of(r) for r in runs]
+    costs = [run_cost(r) for r in runs]
     return {"seconds": sum(r.stream_seconds for r in runs), "images": sum(r.scored_now for r in runs),
             "decode": sum(c["decode_core_ms_per_image"] for c in costs),
             "infer": sum(c["infer_core_ms_per_image"] for c in costs),
@@ -48,7 +43,7 @@ def separate(archive: str, models: list[str], out: str) -> dict:
 
 def one_pass(archive: str, models: list[str], out: str) -> dict:
     run = score.run(score.ScoreConfig(archive=archive, model=tuple(models), out=out, progress_every_s=60.0))
-    costs = [cost_of(m) for m in run.models]
+    costs = [run_cost(m) for m in run.models]
     first = costs[0]
     return {"seconds": run.stream_seconds, "images": sum(m.scored_now for m in run.models),
             "decode": first["decode_core_ms_per_image"], "infer": sum(c["infer_core_ms_per_image"] for c in costs),
